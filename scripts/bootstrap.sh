@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh Debian machine, idempotently:
+# the Debian packages the local stack and the checks use (nginx, dnsmasq,
+# shellcheck) when missing, and a virtualenv in .venv with the project and its
+# dev dependencies. Safe to run again; does nothing that is already done.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: scripts/bootstrap.sh [--help]
+
+Prepares this checkout: Debian packages (nginx, dnsmasq, shellcheck) when
+missing, then .venv with `pip install -e .[dev]`. Needs root (or sudo) only
+when a Debian package is missing.
+USAGE
+}
+
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    "") ;;
+    *) usage >&2; exit 2 ;;
+esac
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+need_pkgs=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
+command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${need_pkgs[*]}" >&2
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "bootstrap: need root or sudo to install ${need_pkgs[*]}" >&2
+            exit 1
+        }
+        sudo_cmd=(sudo)
+    fi
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${need_pkgs[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv" >&2
+    "$python" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "bootstrap: installing Python dependencies into .venv" >&2
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
