@@ -15,6 +15,7 @@ __all__ = [
     "CommandTimeoutError",
     "ConnectionLostError",
     "HandshakeRejectedError",
+    "InvalidNameError",
     "InvalidSessionIdError",
     "ProtocolError",
     "SessionConnectError",
@@ -72,6 +73,10 @@ class SettingsError(SessionError, ValueError):
 
 class InvalidSessionIdError(SessionError, ValueError):
     """A session id does not satisfy the rule in :mod:`session_runtime.ids`."""
+
+
+class InvalidNameError(SessionError, ValueError):
+    """A Kubernetes object name given as input (e.g. a credentials Secret) is not valid."""
 
 
 class SessionsDisabledError(SessionError):
