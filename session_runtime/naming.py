@@ -10,6 +10,7 @@ from session_runtime.ids import validate_session_id
 
 __all__ = [
     "AGENT_PORT",
+    "AGENT_PORT_NAME",
     "ANNOTATION_COMMAND",
     "ANNOTATION_CREATED_AT",
     "ANNOTATION_CREDENTIALS_SECRET",
@@ -37,6 +38,7 @@ __all__ = [
     "LABEL_SESSION_ID",
     "PART_OF",
     "PROXY_PORT",
+    "PROXY_PORT_NAME",
     "PROXY_SERVICE_NAME",
     "SESSION_CONTAINER_NAME",
     "SESSION_ID_PLACEHOLDER",
@@ -63,8 +65,11 @@ SUBPROTOCOL = "gamgui.session.v1"
 #: Browsers cannot set headers, so the token may ride as a second subprotocol entry.
 TOKEN_BEARER_PREFIX = "bearer."
 AGENT_PORT = 8080
+#: The named container/Service port of the agent (Services and probes refer to it by name).
+AGENT_PORT_NAME = "agent"
 #: nginx listens unprivileged in the pod (the image runs as non-root).
 PROXY_PORT = 8080
+PROXY_PORT_NAME = "http"
 HEALTH_PATH = "/healthz"
 SESSION_ID_PLACEHOLDER = "{{SESSION_ID}}"
 SESSION_PATH_PREFIX = "/ws/session/"
