@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from session_runtime import naming
+from session_runtime.errors import InvalidNameError
 from session_runtime.ids import validate_session_id
 
 __all__ = [
@@ -72,12 +73,12 @@ def validate_dns_subdomain(value: str, what: str = "name") -> str:
         what: what the name is, for the error message.
 
     Raises:
-        ValueError: naming ``what`` and the rule.
+        InvalidNameError: naming ``what`` and the rule (a ``ValueError``).
     """
     if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-        raise ValueError(
-            f"{what} {value!r} is not a valid Kubernetes name "
-            "(lower-case letters, digits, '-' and '.', at most 253 characters)"
+        raise InvalidNameError(
+            f"Invalid {what} {value!r}",
+            hint="a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253 characters",
         )
     return value
 
@@ -291,7 +292,8 @@ def stamp_session_pod(
 
     Raises:
         InvalidSessionIdError: for a bad session id or namespace.
-        ValueError: for a bad secret name or command, or a template without the agent.
+        InvalidNameError: for a bad credentials secret name.
+        ValueError: for a bad command, or a template without the agent container.
     """
     sid = validate_session_id(session_id)
     validate_session_id(namespace)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from session_runtime import naming
-from session_runtime.errors import InvalidSessionIdError
+from session_runtime.errors import InvalidNameError, InvalidSessionIdError
 from session_runtime.spec import (
     CREDENTIALS_DIR,
     CREDENTIALS_VOLUME,
@@ -234,7 +234,7 @@ def test_bad_session_ids_are_rejected(template: dict[str, Any], bad_id: str) -> 
 
 
 def test_bad_credentials_secret_name_is_rejected(template: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="credentials secret 'Bad_Name'"):
+    with pytest.raises(InvalidNameError, match="Invalid credentials secret 'Bad_Name'"):
         _stamp(template, credentials_secret="Bad_Name")
 
 
