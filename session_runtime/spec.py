@@ -78,7 +78,7 @@ def validate_dns_subdomain(value: str, what: str = "name") -> str:
     if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise InvalidNameError(
             f"Invalid {what} {value!r}",
-            hint="a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253 characters",
+            hint="a Kubernetes name: lower-case letters, digits, '-' and '.', <= 253 characters",
         )
     return value
 
