@@ -1,0 +1,106 @@
+"""``local up|down|status``: the local stack (nginx, dnsmasq, agents on loopback)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from session_runtime import naming
+from session_runtime.cli._common import EXIT_FAILURE, EXIT_OK, add_json_flag, emit_json
+from session_runtime.settings import ENV_PREFIX, load_settings
+
+__all__ = ["register", "stack_env"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``local`` and its subcommands to the CLI.
+
+    Args:
+        subparsers: the top-level parser's subcommands.
+    """
+    local = subparsers.add_parser(
+        "local", help="run the whole system on this machine (nginx, dnsmasq, agents)"
+    )
+    actions = local.add_subparsers(dest="local_action", metavar="ACTION", required=True)
+    for name, handler, text in (
+        ("up", _up, "start the local stack; returns once everything answers"),
+        ("down", _down, "stop the local stack; leaves no process"),
+        ("status", _status, "show what of the local stack is running"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument(
+            "--state-dir",
+            type=Path,
+            help="state directory (default: WEBSOCKET_LOCAL_STATE_DIR)",
+        )
+        add_json_flag(action)
+        action.set_defaults(handler=handler)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir).expanduser().resolve()
+    return Path(load_settings().local_state_dir).expanduser().resolve()
+
+
+def stack_env(state_dir: Path, proxy_url: str) -> dict[str, str]:
+    """Return the environment that points the runtime (server or CLI) at a local stack.
+
+    Args:
+        state_dir: the stack's state directory.
+        proxy_url: the proxy's base URL, ``http://127.0.0.1:PORT``.
+    """
+    base = proxy_url.rstrip("/")
+    ws_base = "ws://" + base.split("://", 1)[1]
+    return {
+        f"{ENV_PREFIX}BACKEND": "local",
+        f"{ENV_PREFIX}LOCAL_STATE_DIR": str(state_dir),
+        f"{ENV_PREFIX}PROXY_SERVICE_URL": base,
+        f"{ENV_PREFIX}SESSION_CONNECTION_TEMPLATE": ws_base + naming.SESSION_PATH_TEMPLATE,
+    }
+
+
+def _up(args: argparse.Namespace) -> int:
+    from session_runtime.backends.local import LocalStack  # noqa: PLC0415
+
+    state_dir = _state_dir(args)
+    stack = LocalStack(state_dir)
+    stack.up()
+    proxy_url = stack.proxy_url()
+    if proxy_url is None:  # up() returned, so this would be a bug in the stack
+        return EXIT_FAILURE
+    env = stack_env(state_dir, proxy_url)
+    if args.json:
+        emit_json({"proxy_url": proxy_url, "env": env})
+        return EXIT_OK
+    print(f"local stack up: proxy at {proxy_url}")
+    print("to point a server or another shell at it:")
+    for name, value in env.items():
+        print(f"  export {name}={value}")
+    return EXIT_OK
+
+
+def _down(args: argparse.Namespace) -> int:
+    from session_runtime.backends.local import LocalStack  # noqa: PLC0415
+
+    state_dir = _state_dir(args)
+    LocalStack(state_dir).down()
+    if args.json:
+        emit_json({"state_dir": str(state_dir), "running": False})
+    else:
+        print("local stack down")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from session_runtime.backends.local import LocalStack  # noqa: PLC0415
+
+    state_dir = _state_dir(args)
+    status = LocalStack(state_dir).status()
+    data = status.model_dump(mode="json")
+    if args.json:
+        emit_json(data)
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+    return EXIT_OK if getattr(status, "running", False) else EXIT_FAILURE
