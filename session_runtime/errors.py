@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CommandRejectedError",
     "CommandTimeoutError",
     "ConnectionLostError",
     "HandshakeRejectedError",
@@ -171,6 +172,20 @@ class SessionUnreachableError(SessionConnectError):
 
 class ConnectionLostError(SessionConnectError):
     """The WebSocket closed (or the agent died) while a command was running."""
+
+
+class CommandRejectedError(SessionError):
+    """The agent refused a command or request; ``code`` is the protocol error code.
+
+    Codes: ``bad_request`` (empty or malformed), ``busy`` (another command runs),
+    ``not_allowed``, ``unauthorized``, ``internal``.
+    """
+
+    def __init__(
+        self, message: str, *, code: str, cause: str | None = None, hint: str | None = None
+    ):
+        super().__init__(message, cause=cause, hint=hint)
+        self.code = code
 
 
 class CommandTimeoutError(SessionError):

@@ -1,0 +1,13 @@
+"""The session agent: the WebSocket server in every session pod that runs GAM.
+
+Run it with ``python -m session_runtime.agent``; it is configured by the
+environment variables named in :mod:`session_runtime.naming` (``ENV_*``).
+Modules: ``config`` (environment), ``log`` (JSON lines), ``credentials``
+(copying the read-only mount), ``runner`` (one process, streamed with
+backpressure), ``session`` (state shared by connections), ``server`` (HTTP,
+auth, WebSocket handling) and ``app`` (start-up, signals, idle exit).
+"""
+
+from session_runtime import __version__ as AGENT_VERSION
+
+__all__ = ["AGENT_VERSION"]

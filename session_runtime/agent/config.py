@@ -1,0 +1,166 @@
+"""The agent's configuration, read once from the environment and validated.
+
+Every variable name comes from :mod:`session_runtime.naming`; a bad value stops
+the agent at start-up with a :class:`~session_runtime.errors.SettingsError`
+naming the variable. The token is held as a ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from session_runtime import naming
+from session_runtime.errors import InvalidSessionIdError, SettingsError
+from session_runtime.ids import validate_session_id
+
+__all__ = [
+    "DEFAULT_COMMAND_TIMEOUT_S",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "AgentConfig",
+    "load_config",
+]
+
+DEFAULT_IDLE_TIMEOUT_S = 0.0
+DEFAULT_COMMAND_TIMEOUT_S = 3600.0
+_MAX_TOKEN_BYTES = 4096
+
+
+class AgentConfig(BaseModel):
+    """Everything the agent needs; built by :func:`load_config`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    token: SecretStr
+    host: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own IP
+    port: int = naming.AGENT_PORT
+    gam_bin: str = "gam"
+    initial_command: str | None = None
+    #: Seconds without client activity or a running command before exiting; 0 = never.
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    #: Seconds a single command may run before it is terminated; 0 = no limit.
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+    credentials_dir: Path | None = None
+    gam_config_dir: Path
+    #: Most simultaneous WebSocket connections to this session.
+    max_connections: int = 8
+    #: Seconds between keep-alive pings; well under a proxy's read timeout.
+    ping_interval_s: float = 20.0
+    #: Seconds between SIGTERM and SIGKILL when a command is cancelled.
+    kill_grace_s: float = 5.0
+    #: Bytes of the initial command's output kept for replay to new clients.
+    replay_bytes: int = 1024 * 1024
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a number of seconds", cause=f"got {raw[:40]!r}"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name} must be a finite number >= 0", cause=f"got {raw[:40]!r}")
+    return value
+
+
+def _port(env: Mapping[str, str]) -> int:
+    raw = env.get(naming.ENV_AGENT_PORT, "").strip()
+    if not raw:
+        return naming.AGENT_PORT
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(
+            f"{naming.ENV_AGENT_PORT} must be a TCP port (1-65535)", cause=f"got {raw[:40]!r}"
+        )
+    return int(raw)
+
+
+def _token(env: Mapping[str, str]) -> SecretStr:
+    path = env.get(naming.ENV_SESSION_TOKEN_FILE, "").strip()
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
+                cause=f"{path}: {type(exc).__name__}",
+            ) from None
+        source = naming.ENV_SESSION_TOKEN_FILE
+    else:
+        token = env.get(naming.ENV_SESSION_TOKEN, "").strip()
+        source = naming.ENV_SESSION_TOKEN
+    if not token:
+        raise SettingsError(
+            "The agent refuses to start without a session token",
+            cause=f"{naming.ENV_SESSION_TOKEN_FILE} and {naming.ENV_SESSION_TOKEN} are unset "
+            "or empty",
+            hint="the session spec mounts the token Secret and sets SESSION_TOKEN_FILE",
+        )
+    if len(token.encode()) > _MAX_TOKEN_BYTES or not token.isprintable() or " " in token:
+        raise SettingsError(
+            f"{source} must be one printable word of at most {_MAX_TOKEN_BYTES} bytes"
+        )
+    return SecretStr(token)
+
+
+def _gam_config_dir(env: Mapping[str, str]) -> Path:
+    raw = env.get(naming.ENV_GAMCFGDIR, "").strip()
+    path = Path(raw) if raw else Path(tempfile.mkdtemp(prefix="gamgui-gamcfg-"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"{naming.ENV_GAMCFGDIR} cannot be created", cause=f"{path}: {exc.strerror}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"{naming.ENV_GAMCFGDIR} must be a writable directory",
+            cause=str(path),
+            hint="mount an emptyDir (medium: Memory) there",
+        )
+    return path
+
+
+def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Build the configuration from environment variables.
+
+    Args:
+        env: the environment; ``os.environ`` when omitted.
+
+    Raises:
+        SettingsError: a variable is missing or invalid; the message names it.
+    """
+    env = os.environ if env is None else env
+    raw_id = env.get(naming.ENV_SESSION_ID, "").strip()
+    if not raw_id:
+        raise SettingsError(f"{naming.ENV_SESSION_ID} is required")
+    try:
+        session_id = validate_session_id(raw_id)
+    except InvalidSessionIdError as exc:
+        raise SettingsError(
+            f"{naming.ENV_SESSION_ID} is invalid", cause=exc.message, hint=exc.hint
+        ) from None
+    token = _token(env)
+    credentials = env.get(naming.ENV_CREDENTIALS_DIR, "").strip()
+    initial = env.get(naming.ENV_SESSION_COMMAND, "").strip()
+    return AgentConfig(
+        session_id=session_id,
+        token=token,
+        host=env.get(naming.ENV_AGENT_HOST, "").strip() or "0.0.0.0",  # noqa: S104
+        port=_port(env),
+        gam_bin=env.get(naming.ENV_GAM_BIN, "").strip() or "gam",
+        initial_command=initial or None,
+        idle_timeout_s=_number(env, naming.ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT_S),
+        command_timeout_s=_number(env, naming.ENV_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT_S),
+        credentials_dir=Path(credentials) if credentials else None,
+        gam_config_dir=_gam_config_dir(env),
+    )

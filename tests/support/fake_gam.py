@@ -1,0 +1,106 @@
+"""A stand-in for GAM whose behaviour is chosen by its arguments.
+
+Tests point ``GAM_BIN`` at the wrapper :func:`fake_gam_bin` writes, to get
+commands that are slow, huge, failing or badly encoded on demand:
+
+``version``            prints a GAM 7 banner
+``echo ARGS...``       prints its argv as one JSON line (what GAM received)
+``sleep N``            prints ``sleeping``, then sleeps N seconds
+``spam BYTES``         writes BYTES bytes of ``x`` lines to stdout in 64 KiB writes
+``badutf8``            writes invalid UTF-8 to stdout and stderr
+``stderr TEXT``        writes TEXT to stderr
+``exit N``             exits with status N
+``pidfile PATH N``     writes its pid to PATH, then sleeps N seconds
+``ignoreterm PATH N``  ignores SIGTERM, writes its pid to PATH, sleeps N seconds
+``env NAME``           prints the variable's value or ``<unset>``
+``touch PATH``         creates PATH (so tests can tell the fake really ran)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["FAKE_GAM_VERSION", "fake_gam_bin", "main"]
+
+FAKE_GAM_VERSION = "7.99.99"
+
+
+def fake_gam_bin(directory: Path) -> str:
+    """Write an executable wrapper running this module with ``sys.executable``.
+
+    Args:
+        directory: where to write it (a test's ``tmp_path``).
+
+    Returns:
+        The wrapper's absolute path, for ``GAM_BIN``.
+    """
+    path = directory / "fake-gam"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import runpy, sys\n"
+        f"sys.argv[0] = {str(Path(__file__).resolve())!r}\n"
+        f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')\n",
+        encoding="utf-8",
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(path)
+
+
+def _write(stream: object, data: bytes) -> None:
+    buffer = stream.buffer  # type: ignore[attr-defined]
+    buffer.write(data)
+    buffer.flush()
+
+
+def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
+    """Behave as the first argument says; see the module docstring."""
+    if not argv:
+        print("fake gam: no command", file=sys.stderr)
+        return 2
+    cmd, args = argv[0], argv[1:]
+    if cmd == "version":
+        print(f"GAM {FAKE_GAM_VERSION} - fake GAM for tests\nPython {sys.version.split()[0]}")
+    elif cmd == "echo":
+        print(json.dumps(args))
+    elif cmd == "sleep":
+        print("sleeping", flush=True)
+        time.sleep(float(args[0]))
+    elif cmd == "spam":
+        remaining = int(args[0])
+        line = b"x" * 63 + b"\n"
+        block = line * 1024  # 64 KiB
+        while remaining > 0:
+            piece = block[:remaining]
+            _write(sys.stdout, piece)
+            remaining -= len(piece)
+    elif cmd == "badutf8":
+        _write(sys.stdout, b"ok \xff\xfe bad \xc3\n")
+        _write(sys.stderr, b"err \x80\n")
+    elif cmd == "stderr":
+        print(" ".join(args), file=sys.stderr)
+    elif cmd == "exit":
+        return int(args[0])
+    elif cmd in ("pidfile", "ignoreterm"):
+        if cmd == "ignoreterm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Path(args[0]).write_text(str(os.getpid()), encoding="utf-8")
+        print("ready", flush=True)
+        time.sleep(float(args[1]))
+    elif cmd == "env":
+        print(os.environ.get(args[0], "<unset>"))
+    elif cmd == "touch":
+        Path(args[0]).touch()
+    else:
+        print(f"fake gam: unknown command {cmd!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
