@@ -19,15 +19,19 @@ from types import ModuleType
 
 from session_runtime import __version__
 from session_runtime.cli import checks, command, doctor, local, sessions
-from session_runtime.cli._common import EXIT_FAILURE, EXIT_USAGE, Handler, print_error
+from session_runtime.cli._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Handler,
+    print_error,
+)
 from session_runtime.errors import SessionError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: Command groups, in the order ``--help`` lists them. Each has ``register(subparsers)``.
 COMMAND_MODULES: tuple[ModuleType, ...] = (local, sessions, command, checks, doctor)
-
-_EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        return _EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

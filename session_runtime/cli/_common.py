@@ -21,6 +21,7 @@ from session_runtime.models import ProgressEvent
 
 __all__ = [
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "Handler",
@@ -36,6 +37,8 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: What a shell reports for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 #: A command's entry point: parsed arguments in, exit status out.
 Handler = Callable[[argparse.Namespace], int]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from session_runtime.cli._common import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     add_json_flag,
     command_exit_status,
@@ -54,36 +55,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def stream_command(conn: SessionConnection, argv: list[str] | str) -> int:
     """Run a command, writing its output to stdout/stderr as it arrives; return its exit code.
 
-    Ctrl-C cancels the command in the session and waits for its exit.
+    Ctrl-C asks the session to cancel the command and returns 130, as a shell does.
 
     Args:
         conn: an open session connection.
         argv: the command, as argv or one command line.
     """
-    from session_runtime.client import OutputChunk  # noqa: PLC0415 - needs websocket-client
-
-    code: int | None = None
-    chunks = conn.stream(argv)
-    while True:
-        try:
-            item = next(chunks, None)
-        except KeyboardInterrupt:
-            conn.cancel()
-            continue
-        if item is None:
-            break
-        if isinstance(item, OutputChunk):
-            out = sys.stderr if item.stream == "stderr" else sys.stdout
-            out.write(item.data)
+    try:
+        for chunk in conn.stream(argv):
+            out = sys.stderr if chunk.stream == "stderr" else sys.stdout
+            out.write(chunk.data)
             out.flush()
-        else:
-            code = item.code
-    if code is None:
-        last = conn.last_exit
-        if last is None:
-            raise ProtocolError("The session ended the command without an exit status")
-        code = last.code
-    return code
+    except KeyboardInterrupt:
+        conn.cancel()
+        sys.stderr.write("\ncancelled\n")
+        return EXIT_INTERRUPTED
+    if conn.last_exit is None:
+        raise ProtocolError("The session ended the command without an exit status")
+    return conn.last_exit.code
 
 
 def _send(args: argparse.Namespace) -> int:
