@@ -1,0 +1,114 @@
+"""Fixtures: a Kubernetes API emulator on a free loopback port, a kubelet, and the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from lightkube.config.kubeconfig import KubeConfig
+
+from session_runtime import naming, spec
+from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
+from session_runtime.settings import WebSocketSettings
+from tests.support.kube_emulator import KubeEmulator
+from tests.support.kubelet import Kubelet
+
+NAMESPACE = "gamgui-test"
+IMAGE = "ghcr.io/example/gamgui-session@sha256:" + "0" * 64
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_timeout=2.0)
+
+
+def template_pod() -> dict[str, Any]:
+    """The session template, exactly as the Pulumi component stores it."""
+    return spec.session_template_pod(spec.SessionPodConfig(image=IMAGE), NAMESPACE)
+
+
+def seed_cluster(emulator: KubeEmulator, *, quota: int | None = None) -> None:
+    """Create what the Pulumi stack declares and the backend reads."""
+    emulator.put(
+        "podtemplates",
+        {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": naming.SESSION_TEMPLATE_NAME, "namespace": NAMESPACE},
+            "template": template_pod(),
+        },
+    )
+    if quota is not None:
+        emulator.put(
+            "resourcequotas",
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": "gamgui-sessions", "namespace": NAMESPACE},
+                "spec": {"hard": {"pods": str(quota)}, "scopes": ["Terminating"]},
+            },
+        )
+
+
+@pytest.fixture
+def emulator() -> Iterator[KubeEmulator]:
+    emu = KubeEmulator()
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def kubelet(emulator: KubeEmulator) -> Iterator[Kubelet]:
+    node = Kubelet(emulator)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def settings() -> WebSocketSettings:
+    return WebSocketSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        backend="kubernetes",
+        namespace=NAMESPACE,
+        max_sessions=3,
+        start_timeout=5,
+    )
+
+
+class Activity:
+    """An injectable agent probe: last_activity per ip:port (None = cannot tell)."""
+
+    def __init__(self) -> None:
+        self.by_address: dict[str, float | None] = {}
+        self.asked: list[str] = []
+
+    def __call__(self, address: str) -> float | None:
+        self.asked.append(address)
+        return self.by_address.get(address)
+
+
+@pytest.fixture
+def activity() -> Activity:
+    return Activity()
+
+
+@pytest.fixture
+def backend(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings, activity: Activity
+) -> Iterator[KubernetesBackend]:
+    seed_cluster(emulator)
+    config = KubeConfig.from_dict(emulator.kubeconfig(NAMESPACE))
+    impl = KubernetesBackend(
+        settings, config=config, retry=FAST_RETRY, activity_probe=activity, trust_env=False
+    )
+    try:
+        yield impl
+    finally:
+        impl.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
