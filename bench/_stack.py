@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from _common import REPO_ROOT, binary, free_port, started, wait_until
+from _common import REPO_ROOT, free_port, started, wait_until
 
 from session_runtime import naming
 
@@ -127,6 +127,7 @@ class BenchStack:
         self.dnsmasq: subprocess.Popen[bytes] | None = None
         self.proxy_port = 0
         self.dns_port = 0
+        self.nginx_conf = ""
         self._stack = contextlib.ExitStack()
         self.workdir = Path()
 
@@ -173,7 +174,8 @@ class BenchStack:
         wait_until(lambda: _healthz("127.0.0.1", self.proxy_port), 30, "nginx /healthz")
 
     def _start_dnsmasq(self) -> None:
-        dnsmasq = binary("dnsmasq")
+        from session_runtime.backends.local.dns import dnsmasq_argv, find_dnsmasq, render_hosts
+
         for _ in range(20):
             port = free_port("127.0.0.1")
             if _udp_free("127.0.0.1", port):
@@ -181,24 +183,17 @@ class BenchStack:
         self.dns_port = port
         hosts_file = self.workdir / "hosts"
         hosts_file.write_text(
-            "".join(f"{a.host} {a.session_id}.{self.domain}\n" for a in self.agents)
+            render_hosts((a.host, f"{a.session_id}.{self.domain}") for a in self.agents)
         )
-        argv = [
-            dnsmasq,
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            f"--addn-hosts={hosts_file}",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            f"--port={port}",
-            f"--pid-file={self.workdir / 'dnsmasq.pid'}",
-            "--user=root" if os.geteuid() == 0 else "--user=",
-            "--local-ttl=10",
-            "--cache-size=1000",
-        ]
-        argv = [a for a in argv if a != "--user="]
+        argv = dnsmasq_argv(
+            find_dnsmasq(),
+            port=port,
+            domain=self.domain,
+            hosts_file=hosts_file,
+            pid_file=self.workdir / "dnsmasq.pid",
+            log_queries=False,
+            log_file=self.workdir / "dnsmasq.log",
+        )
         self.dnsmasq = self._stack.enter_context(started(argv))
         wait_until(lambda: not _udp_free("127.0.0.1", port), 10, "dnsmasq")
 
@@ -228,43 +223,42 @@ class BenchStack:
         )
 
     def _start_nginx(self) -> None:
-        from session_runtime.nginx import NginxConfig, render_nginx_conf
+        from session_runtime.backends.local.proxy import (
+            check_config,
+            find_nginx,
+            local_nginx_config,
+            nginx_argv,
+        )
+        from session_runtime.nginx import render_nginx_conf
 
         self.proxy_port = free_port("127.0.0.1")
-        temp = self.workdir / "nginx"
-        temp.mkdir()
-        config = NginxConfig(
-            listen_address="127.0.0.1",
-            listen_port=self.proxy_port,
-            resolver=f"127.0.0.1:{self.dns_port}",
+        prefix = self.workdir / "nginx"
+        (prefix / "temp").mkdir(parents=True)
+        # The local stack's own config, pointed at this benchmark's agents' port.
+        config = local_nginx_config(
+            prefix=prefix,
+            logs_dir=self.workdir,
+            port=self.proxy_port,
+            dns_port=self.dns_port,
             session_domain=self.domain,
-            agent_port=self.agents[0].port,
-            pid_path=str(temp / "nginx.pid"),
-            temp_dir=str(temp),
-            error_log=str(self.workdir / "nginx-error.log"),
-            access_log=str(self.workdir / "nginx-access.log"),
-            user="root" if os.geteuid() == 0 else None,
-            **self.nginx_overrides,  # type: ignore[arg-type]
-        )
+        ).model_copy(update={"agent_port": self.agents[0].port, **self.nginx_overrides})
         text = render_nginx_conf(config)
         if self.worker_processes is not None:
             text, count = re.subn(
-                r"^\s*worker_processes\s+[^;]+;",
+                r"^worker_processes\s+[^;]+;",
                 f"worker_processes {self.worker_processes};",
                 text,
                 flags=re.MULTILINE,
             )
-            if count == 0:
-                text = f"worker_processes {self.worker_processes};\n{text}"
-        conf = self.workdir / "nginx.conf"
+            if count != 1:
+                raise RuntimeError("worker_processes not found in the rendered nginx.conf")
+        self.nginx_conf = text
+        conf = prefix / "nginx.conf"
         conf.write_text(text)
-        nginx = binary("nginx")
-        argv = [nginx, "-p", str(temp), "-c", str(conf)]
-        if not re.search(r"^\s*daemon\s+off;", text, re.MULTILINE):
-            argv += ["-g", "daemon off;"]
-        test = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-        if test.returncode != 0:
-            raise RuntimeError(f"nginx rejected the rendered config: {test.stderr.strip()}")
+        binary = find_nginx()
+        error_log = self.workdir / "nginx-error.log"
+        check_config(binary, prefix=prefix, conf=conf, error_log=error_log)
+        argv = nginx_argv(binary, prefix=prefix, conf=conf, error_log=error_log)
         log = (self.workdir / "nginx-stderr.log").open("wb")
         self._stack.callback(log.close)
         self.nginx = self._stack.enter_context(

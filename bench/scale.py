@@ -158,13 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_session = -(-args.connections // args.sessions)
     limit = args.per_session_limit or per_session
     nofile = raise_nofile_limit(4 * args.connections + 4096)
+    # Each held WebSocket is two nginx connections (client side, agent side).
+    worker_connections = max(32768, 2 * args.connections + 1024)
 
     with BenchStack(
         sessions=args.sessions,
         worker_processes=1,
         agent_env={AGENT_MAX_CONNECTIONS_ENV: str(limit)},
         agent_argv=[sys.executable, str(Path(__file__).with_name("_agent.py"))],
-        nginx_overrides={"worker_rlimit_nofile": max(65536, 3 * args.connections)},
+        nginx_overrides={
+            "worker_connections": worker_connections,
+            "worker_rlimit_nofile": 2 * worker_connections,
+        },
     ) as stack:
         out = asyncio.run(hold(stack, args.connections, args.sources, args.concurrency))
 
@@ -208,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 nginx rendered by `session_runtime.nginx` with `worker_processes` forced to **1** for this
 measurement (the rendered default is `auto`), so the figure is what one nginx process
-holds; `worker_rlimit_nofile` {max(65536, 3 * args.connections)}. One asyncio client
+holds; otherwise the local stack's own config (`local_nginx_config`) with
+`worker_connections` {worker_connections} and `worker_rlimit_nofile`
+{2 * worker_connections}. One asyncio client
 (`websockets`, no compression, no client keep-alive pings) opened {args.connections:,}
 session WebSockets through nginx to {args.sessions} agents, each on its own 127.x address
 ({per_session} connections per session). The agent caps connections per session
