@@ -1,0 +1,439 @@
+"""LocalBackend: sessions as agent processes on loopback addresses, found by dnsmasq.
+
+Each session is ``python -m session_runtime.agent`` listening on its own
+address ``127.A.B.N`` at the agent port, registered as
+``<id>.<session domain>`` in the hosts file dnsmasq answers from — the same
+name shape the cluster's DNS gives a session pod, so nginx routes both the same
+way. The session limit is checked and the address allocated under the state
+directory's file lock, so it holds however many processes create at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import http.client
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from session_runtime import naming
+from session_runtime.backends.base import SessionBackend
+from session_runtime.backends.local import dns
+from session_runtime.backends.local.processes import is_alive, port_is_free, spawn, stop
+from session_runtime.backends.local.state import SessionRecord, StackRecord, StateDir
+from session_runtime.errors import (
+    BackendError,
+    BackendUnavailableError,
+    SessionLimitError,
+    SessionNotFoundError,
+    SessionStartError,
+)
+from session_runtime.ids import DEFAULT_SESSION_ID, validate_session_id
+from session_runtime.models import (
+    BackendSession,
+    CreateRequest,
+    ProgressCallback,
+    ProgressEvent,
+    ReapedSession,
+    SessionStatus,
+)
+
+__all__ = ["LocalBackend", "agent_health", "default_gam_bin"]
+
+#: Host numbers handed to sessions inside the stack's loopback /24.
+_HOST_NUMBERS = range(2, 255)
+_POLL_S = 0.05
+_DNS_REGISTER_TIMEOUT_S = 5.0
+#: Variables of the caller that must not leak into an agent's environment.
+_SCRUBBED_PREFIXES = ("SESSION_", "WEBSOCKET_", "GAM_CREDENTIALS_DIR", "GAMCFGDIR")
+
+
+def default_gam_bin() -> str:
+    """Return the ``gam`` beside this Python (a venv's), else the one on PATH, else ``gam``."""
+    beside = Path(sys.executable).parent / "gam"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("gam") or "gam"
+
+
+def agent_health(address: str, port: int, timeout: float = 1.0) -> dict[str, object] | None:
+    """Return the agent's ``/healthz`` JSON, or None if it does not answer 200 with JSON.
+
+    Args:
+        address: the agent's loopback address.
+        port: the agent's port.
+        timeout: seconds for connect and read.
+    """
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        connection.request("GET", naming.HEALTH_PATH)
+        response = connection.getresponse()
+        body = response.read(65536)
+        if response.status != 200:
+            return None
+        data = json.loads(body)
+        return data if isinstance(data, dict) else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        connection.close()
+
+
+def _emit(progress: ProgressCallback | None, session_id: str, phase: str, message: str) -> None:
+    if progress is not None:
+        progress(ProgressEvent(session_id=session_id, phase=phase, message=message))
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip()[:300] for line in text.strip().splitlines()[-lines:])
+
+
+class LocalBackend(SessionBackend):
+    """Sessions of the local stack rooted at ``state_dir``.
+
+    Args:
+        state_dir: the stack's state directory (shared by every process using the stack).
+        idle_timeout: seconds an agent waits idle before exiting (0 = never).
+        command_timeout: seconds one command may run.
+        gam_bin: the GAM executable agents run (default: :func:`default_gam_bin`).
+        agent_argv: how to start an agent (default: this Python, ``-m session_runtime.agent``).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        idle_timeout: float = 1800.0,
+        command_timeout: float = 3600.0,
+        gam_bin: str | None = None,
+        agent_argv: Sequence[str] | None = None,
+    ) -> None:
+        if idle_timeout < 0 or command_timeout < 0:
+            raise ValueError("idle_timeout and command_timeout must be >= 0")
+        self.state = StateDir(state_dir)
+        self.idle_timeout = idle_timeout
+        self.command_timeout = command_timeout
+        self.gam_bin = gam_bin or default_gam_bin()
+        self.agent_argv = list(agent_argv or [sys.executable, "-m", "session_runtime.agent"])
+
+    # --- SessionBackend -----------------------------------------------------------
+    def create(
+        self, request: CreateRequest, progress: ProgressCallback | None = None
+    ) -> BackendSession:
+        """Start an agent for ``request.session_id``, or return the running one.
+
+        Args:
+            request: id, token, command, credentials secret and the session limit.
+            progress: receives ``starting`` and ``registered`` events.
+
+        Raises:
+            BackendUnavailableError: the local stack is not running.
+            SessionLimitError: ``request.max_sessions`` sessions are already running.
+        """
+        return self._create(request, progress, is_default=False)
+
+    def wait_ready(
+        self, session_id: str, timeout: float, progress: ProgressCallback | None = None
+    ) -> BackendSession:
+        """Poll the agent's ``/healthz`` until it answers for this session.
+
+        Args:
+            session_id: the session.
+            timeout: seconds.
+            progress: receives a ``waiting`` event, then ``ready``.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionStartError: the agent exited (with the end of its log) or timed out.
+        """
+        sid = validate_session_id(session_id)
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            record = self.state.read_session(sid)
+            if record is None:
+                raise SessionNotFoundError(
+                    f"Error joining session: no session {sid!r} in the local stack",
+                    hint="create it first (`gamgui-session create --id ...`)",
+                )
+            if not is_alive(record.process):
+                raise SessionStartError(
+                    f"Error joining session: the agent of {sid!r} exited while starting",
+                    cause=_log_tail(self.state.session_log(sid)) or None,
+                    hint=f"see {self.state.session_log(sid)}",
+                )
+            health = agent_health(record.address, record.port, timeout=1.0)
+            if health is not None and health.get("session_id") == sid:
+                _emit(progress, sid, "ready", f"agent answers at {record.address}:{record.port}")
+                return self._to_backend(record, SessionStatus.READY)
+            if not announced:
+                _emit(progress, sid, "waiting", f"waiting for the agent (pid {record.process.pid})")
+                announced = True
+            if time.monotonic() >= deadline:
+                raise SessionStartError(
+                    f"Error joining session: the agent of {sid!r} did not answer within "
+                    f"{timeout:g}s",
+                    cause=_log_tail(self.state.session_log(sid)) or None,
+                    hint=f"see {self.state.session_log(sid)}",
+                )
+            time.sleep(_POLL_S)
+
+    def get(self, session_id: str) -> BackendSession | None:
+        """Return the session with its token and current status, or None.
+
+        Args:
+            session_id: the session.
+        """
+        record = self.state.read_session(validate_session_id(session_id))
+        return None if record is None else self._to_backend(record, self._status(record))
+
+    def list(self) -> builtins.list[BackendSession]:
+        """Return every session of the stack, oldest first."""
+        return [self._to_backend(r, self._status(r)) for r in self.state.list_sessions()]
+
+    def delete(self, session_id: str) -> bool:
+        """Stop the session's agent, unregister its name, forget its record and token.
+
+        Args:
+            session_id: the session; a missing one is not an error.
+
+        Raises:
+            BackendError: the agent would not stop.
+        """
+        sid = validate_session_id(session_id)
+        record = self.state.read_session(sid)
+        if record is not None and not stop(record.process):
+            raise BackendError(
+                f"The agent of session {sid!r} would not stop", cause=f"pid {record.process.pid}"
+            )
+        with self.state.locked():
+            removed = self.state.remove_session(sid)
+            self._sync_dns()
+        return removed
+
+    def reap(
+        self, *, idle_timeout: float, max_lifetime: float, now: datetime, dry_run: bool = False
+    ) -> builtins.list[ReapedSession]:
+        """Remove sessions whose agent exited, that outlived ``max_lifetime`` or idled too long.
+
+        The default session is never reaped unless its agent exited.
+
+        Args:
+            idle_timeout: seconds since the agent's ``last_activity``.
+            max_lifetime: seconds since creation.
+            now: the current time (timezone-aware).
+            dry_run: report without removing.
+        """
+        reaped = []
+        for record in self.state.list_sessions():
+            reason = self._reap_reason(record, idle_timeout, max_lifetime, now)
+            if reason is None:
+                continue
+            removed = False
+            if not dry_run:
+                removed = self.delete(record.session_id)
+            reaped.append(
+                ReapedSession(session_id=record.session_id, reason=reason, removed=removed)
+            )
+        return reaped
+
+    # --- used by LocalStack -----------------------------------------------------------
+    def create_default(self, token: str, progress: ProgressCallback | None = None) -> None:
+        """Start the always-available default session (no limit, no idle timeout).
+
+        Args:
+            token: the default session's token.
+            progress: receives progress events.
+        """
+        request = CreateRequest(
+            session_id=DEFAULT_SESSION_ID,
+            token=SecretStr(token),
+            credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
+            max_sessions=1,
+        )
+        self._create(request, progress, is_default=True)
+
+    # --- internals --------------------------------------------------------------------
+    def _create(
+        self, request: CreateRequest, progress: ProgressCallback | None, *, is_default: bool
+    ) -> BackendSession:
+        sid = validate_session_id(request.session_id)
+        with self.state.locked():
+            stack = self._running_stack()
+            existing = self.state.read_session(sid)
+            if existing is not None and is_alive(existing.process):
+                return self._to_backend(existing, self._status(existing))
+            if existing is not None:
+                self.state.remove_session(sid)  # its agent exited: start afresh
+            if not is_default:
+                running = [
+                    r
+                    for r in self.state.list_sessions()
+                    if not r.is_default and is_alive(r.process)
+                ]
+                if len(running) >= request.max_sessions:
+                    raise SessionLimitError(
+                        request.max_sessions,
+                        cause=f"{len(running)} sessions are running in the local stack",
+                    )
+            address = self._allocate_address(stack)
+            record = self._start_agent(request, address, is_default=is_default)
+            _emit(progress, sid, "starting", f"agent started (pid {record.process.pid})")
+            self._sync_dns(stack)
+        self._await_dns(stack, sid, address)
+        _emit(progress, sid, "registered", f"{sid}.{stack.session_domain} -> {address}")
+        return self._to_backend(record, SessionStatus.STARTING)
+
+    def _running_stack(self) -> StackRecord:
+        stack = self.state.read_stack()
+        if stack is None or not (is_alive(stack.dns) and is_alive(stack.proxy)):
+            raise BackendUnavailableError(
+                "The local stack is not running",
+                cause=f"state directory {self.state.root}",
+                hint="start it with `gamgui-session local up`",
+            )
+        return stack
+
+    def _allocate_address(self, stack: StackRecord) -> str:
+        used = {r.address for r in self.state.list_sessions()}
+        for number in _HOST_NUMBERS:
+            address = f"{stack.subnet}.{number}"
+            if address not in used and port_is_free(address, naming.AGENT_PORT):
+                return address
+        raise BackendError(
+            "No free loopback address for another local session",
+            cause=f"{stack.subnet}.0/24 is full",
+            hint="close sessions or run `gamgui-session reap`",
+        )
+
+    def _agent_env(
+        self, request: CreateRequest, address: str, *, is_default: bool
+    ) -> dict[str, str]:
+        sid = request.session_id
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(_SCRUBBED_PREFIXES)
+        }
+        home = self.state.session_home(sid)
+        (home / "gamcfg").mkdir(mode=0o700, parents=True, exist_ok=True)
+        env.update(
+            {
+                naming.ENV_SESSION_ID: sid,
+                naming.ENV_SESSION_TOKEN_FILE: str(self.state.token_path(sid)),
+                naming.ENV_AGENT_HOST: address,
+                naming.ENV_AGENT_PORT: str(naming.AGENT_PORT),
+                naming.ENV_GAM_BIN: self.gam_bin,
+                naming.ENV_IDLE_TIMEOUT: "0" if is_default else f"{self.idle_timeout:g}",
+                naming.ENV_COMMAND_TIMEOUT: f"{self.command_timeout:g}",
+                naming.ENV_GAMCFGDIR: str(home / "gamcfg"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if request.command:
+            env[naming.ENV_SESSION_COMMAND] = request.command
+        credentials = self.state.credentials_dir / request.credentials_secret
+        if request.credentials_secret and credentials.is_dir():
+            env[naming.ENV_CREDENTIALS_DIR] = str(credentials)
+        return env
+
+    def _start_agent(
+        self, request: CreateRequest, address: str, *, is_default: bool
+    ) -> SessionRecord:
+        sid = request.session_id
+        self.state.write_token(sid, request.token.get_secret_value())  # read by the agent
+        try:
+            process = spawn(
+                self.agent_argv,
+                env=self._agent_env(request, address, is_default=is_default),
+                log_path=self.state.session_log(sid),
+                cwd=self.state.session_home(sid),
+            )
+        except OSError as exc:
+            self.state.remove_session(sid)
+            raise BackendError(
+                f"Could not start the agent of session {sid!r}", cause=str(exc)
+            ) from None
+        record = SessionRecord(
+            session_id=sid,
+            address=address,
+            port=naming.AGENT_PORT,
+            process=process,
+            created_at=datetime.now(UTC),
+            command=request.command,
+            credentials_secret=request.credentials_secret,
+            is_default=is_default,
+        )
+        self.state.write_session(record)
+        return record
+
+    def _sync_dns(self, stack: StackRecord | None = None) -> None:
+        """Rewrite the hosts file from the session records and tell dnsmasq (lock held)."""
+        stack = stack or self.state.read_stack()
+        domain = stack.session_domain if stack else naming.session_domain()
+        entries = [(r.address, f"{r.session_id}.{domain}") for r in self.state.list_sessions()]
+        self.state.write_text(self.state.hosts_path, dns.render_hosts(entries), 0o600)
+        if stack is not None and is_alive(stack.dns):
+            dns.reload(stack.dns)
+
+    def _await_dns(self, stack: StackRecord, sid: str, address: str) -> None:
+        """Wait until dnsmasq answers the new name (SIGHUP is handled asynchronously)."""
+        name = f"{sid}.{stack.session_domain}"
+        deadline = time.monotonic() + _DNS_REGISTER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if dns.query_a(("127.0.0.1", stack.dns_port), name) == address:
+                return
+            time.sleep(_POLL_S)
+        raise BackendError(
+            f"dnsmasq did not register session {sid!r}",
+            cause=f"{name} does not resolve to {address}",
+            hint=f"see {self.state.logs_dir / 'dnsmasq.log'}",
+        )
+
+    def _status(self, record: SessionRecord) -> SessionStatus:
+        if not is_alive(record.process):
+            return SessionStatus.FINISHED
+        health = agent_health(record.address, record.port, timeout=0.5)
+        return SessionStatus.READY if health is not None else SessionStatus.STARTING
+
+    def _to_backend(self, record: SessionRecord, status: SessionStatus) -> BackendSession:
+        token = self.state.read_token(record.session_id) or ""
+        return BackendSession(
+            session_id=record.session_id,
+            token=SecretStr(token),
+            status=status,
+            created_at=record.created_at,
+            command=record.command,
+            credentials_secret=record.credentials_secret,
+            agent_address=f"{record.address}:{record.port}",
+            reason="the agent exited" if status is SessionStatus.FINISHED else None,
+        )
+
+    def _reap_reason(
+        self, record: SessionRecord, idle_timeout: float, max_lifetime: float, now: datetime
+    ) -> str | None:
+        if not is_alive(record.process):
+            return "finished: the agent exited"
+        if record.is_default:
+            return None
+        age = (now - record.created_at).total_seconds()
+        if age > max_lifetime:
+            return f"expired: older than {max_lifetime:g}s"
+        health = agent_health(record.address, record.port, timeout=1.0)
+        last = health.get("last_activity") if health else None
+        if isinstance(last, int | float) and now.timestamp() - float(last) > idle_timeout:
+            return f"idle: no activity for more than {idle_timeout:g}s"
+        return None

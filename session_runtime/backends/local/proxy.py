@@ -1,0 +1,131 @@
+"""nginx for the local stack: the same generated config as the cluster's proxy.
+
+Only the listen address and port, the resolver (the stack's dnsmasq), the file
+paths (a prefix inside the state directory) and the limits the machine allows
+differ from the Kubernetes proxy.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+from session_runtime.errors import BackendError, BackendUnavailableError
+from session_runtime.nginx import NginxConfig, render_nginx_conf
+
+__all__ = [
+    "PROXY_LISTEN_ADDRESS",
+    "check_config",
+    "find_nginx",
+    "local_nginx_config",
+    "nginx_argv",
+    "write_config",
+]
+
+PROXY_LISTEN_ADDRESS = "127.0.0.1"
+#: Local resolver answers are re-asked after a second, so a re-created session is found.
+_LOCAL_RESOLVER_VALID_S = 1
+
+
+def find_nginx() -> str:
+    """Return the nginx binary (PATH, then /usr/sbin), or raise with an install hint."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if not found:
+        raise BackendUnavailableError(
+            "nginx is not installed",
+            hint="install it (Debian/Ubuntu: apt-get install nginx-light; macOS: brew install "
+            "nginx) or run scripts/bootstrap.sh",
+        )
+    return found
+
+
+def local_nginx_config(
+    *, prefix: Path, logs_dir: Path, port: int, dns_port: int, session_domain: str
+) -> NginxConfig:
+    """Return the proxy config for a local stack rooted at ``prefix``.
+
+    Args:
+        prefix: nginx's own directory in the state dir (config, pid, temp files).
+        logs_dir: where access and error logs go.
+        port: the proxy's port on 127.0.0.1.
+        dns_port: the stack's dnsmasq port on 127.0.0.1.
+        session_domain: the domain sessions are registered under.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else 65536
+    nofile = max(1024, min(65536, limit))
+    user = pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None
+    return NginxConfig(
+        listen_address=PROXY_LISTEN_ADDRESS,
+        listen_port=port,
+        resolver=f"127.0.0.1:{dns_port}",
+        resolver_valid_s=_LOCAL_RESOLVER_VALID_S,
+        resolver_timeout_s=2,
+        session_domain=session_domain,
+        connect_timeout_s=2,
+        worker_rlimit_nofile=nofile,
+        worker_connections=max(512, min(32768, nofile // 2)),
+        pid_path=str(prefix / "nginx.pid"),
+        temp_dir=str(prefix / "temp"),
+        error_log=str(logs_dir / "nginx-error.log"),
+        access_log=str(logs_dir / "nginx-access.log"),
+        user=user,
+    )
+
+
+def write_config(prefix: Path, config: NginxConfig) -> Path:
+    """Render ``config`` into ``prefix/nginx.conf`` and create its temp directory."""
+    (prefix / "temp").mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = prefix / "nginx.conf"
+    path.write_text(render_nginx_conf(config), encoding="utf-8")
+    return path
+
+
+def nginx_argv(binary: str, *, prefix: Path, conf: Path, error_log: Path) -> list[str]:
+    """Return the argv of an nginx master in the foreground with its own prefix.
+
+    Args:
+        binary: path of nginx.
+        prefix: the ``-p`` prefix.
+        conf: the rendered config.
+        error_log: start-up errors go here before the config is read (``-e``).
+    """
+    return [
+        binary,
+        "-p",
+        str(prefix),
+        "-c",
+        str(conf),
+        "-e",
+        str(error_log),
+        "-g",
+        "daemon off;",
+    ]
+
+
+def check_config(binary: str, *, prefix: Path, conf: Path, error_log: Path) -> None:
+    """Run ``nginx -t`` on the config; raise with nginx's own words if it is refused.
+
+    Args:
+        binary: path of nginx.
+        prefix: the ``-p`` prefix.
+        conf: the rendered config.
+        error_log: the ``-e`` log.
+    """
+    result = subprocess.run(
+        [binary, "-t", "-q", "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BackendError(
+            "nginx refused the generated configuration",
+            cause=(result.stderr.strip() or result.stdout.strip())[-500:],
+            hint=f"see {conf}",
+        )
