@@ -31,7 +31,11 @@ def get_backend(settings: WebSocketSettings) -> SessionBackend:
     if settings.backend == "local":
         from session_runtime.backends.local import LocalBackend  # noqa: PLC0415
 
-        return LocalBackend(Path(settings.local_state_dir))
+        return LocalBackend(
+            Path(settings.local_state_dir),
+            idle_timeout=settings.idle_timeout,
+            command_timeout=settings.command_timeout,
+        )
     if settings.backend == "kubernetes":
         try:
             import lightkube  # noqa: F401, PLC0415

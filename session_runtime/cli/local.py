@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from session_runtime import naming
-from session_runtime.cli._common import EXIT_FAILURE, EXIT_OK, add_json_flag, emit_json
+from session_runtime.cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    ProgressPrinter,
+    add_json_flag,
+    emit_json,
+)
 from session_runtime.settings import ENV_PREFIX, load_settings
 
 __all__ = ["register", "stack_env"]
@@ -64,10 +71,10 @@ def _up(args: argparse.Namespace) -> int:
     from session_runtime.backends.local import LocalStack  # noqa: PLC0415
 
     state_dir = _state_dir(args)
-    stack = LocalStack(state_dir)
-    stack.up()
-    proxy_url = stack.proxy_url()
-    if proxy_url is None:  # up() returned, so this would be a bug in the stack
+    status = LocalStack(state_dir).up(progress=ProgressPrinter())
+    proxy_url = status.proxy_url
+    if not status.running or proxy_url is None:
+        sys.stderr.write(f"error: the local stack in {state_dir} did not come up\n")
         return EXIT_FAILURE
     env = stack_env(state_dir, proxy_url)
     if args.json:
@@ -84,9 +91,9 @@ def _down(args: argparse.Namespace) -> int:
     from session_runtime.backends.local import LocalStack  # noqa: PLC0415
 
     state_dir = _state_dir(args)
-    LocalStack(state_dir).down()
+    status = LocalStack(state_dir).down()
     if args.json:
-        emit_json({"state_dir": str(state_dir), "running": False})
+        emit_json(status.model_dump(mode="json"))
     else:
         print("local stack down")
     return EXIT_OK
@@ -97,10 +104,13 @@ def _status(args: argparse.Namespace) -> int:
 
     state_dir = _state_dir(args)
     status = LocalStack(state_dir).status()
-    data = status.model_dump(mode="json")
     if args.json:
-        emit_json(data)
+        emit_json(status.model_dump(mode="json"))
     else:
-        for key, value in data.items():
-            print(f"{key}: {value}")
-    return EXIT_OK if getattr(status, "running", False) else EXIT_FAILURE
+        print(f"local stack in {status.state_dir}: {'running' if status.running else 'down'}")
+        if status.proxy_url:
+            print(f"  proxy: {status.proxy_url}")
+        for process in status.processes:
+            state = "alive" if process.alive else "exited"
+            print(f"  {process.name:<24} pid {process.pid:<8} {process.address:<22} {state}")
+    return EXIT_OK if status.running else EXIT_FAILURE
