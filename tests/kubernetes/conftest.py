@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from lightkube.config.kubeconfig import KubeConfig
+from pydantic import SecretStr
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
+from session_runtime.models import CreateRequest
 from session_runtime.settings import WebSocketSettings
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.kubelet import Kubelet
@@ -18,6 +20,8 @@ from tests.support.kubelet import Kubelet
 NAMESPACE = "gamgui-test"
 IMAGE = "ghcr.io/example/gamgui-session@sha256:" + "0" * 64
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_timeout=2.0)
+#: The backend's clock in tests: sessions are stamped with this creation time.
+CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def template_pod() -> dict[str, Any]:
@@ -95,20 +99,41 @@ def activity() -> Activity:
     return Activity()
 
 
+def make_backend(
+    emulator: KubeEmulator,
+    settings: WebSocketSettings,
+    *,
+    activity: Activity | None = None,
+    retry: RetryPolicy = FAST_RETRY,
+) -> KubernetesBackend:
+    """A backend talking to the emulator over HTTP (one per simulated server replica)."""
+    return KubernetesBackend(
+        settings,
+        config=KubeConfig.from_dict(emulator.kubeconfig(NAMESPACE)),
+        retry=retry,
+        activity_probe=activity or Activity(),
+        trust_env=False,
+        clock=lambda: CREATED_AT,
+    )
+
+
 @pytest.fixture
 def backend(
     emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings, activity: Activity
 ) -> Iterator[KubernetesBackend]:
     seed_cluster(emulator)
-    config = KubeConfig.from_dict(emulator.kubeconfig(NAMESPACE))
-    impl = KubernetesBackend(
-        settings, config=config, retry=FAST_RETRY, activity_probe=activity, trust_env=False
-    )
+    impl = make_backend(emulator, settings, activity=activity)
     try:
         yield impl
     finally:
         impl.close()
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def request(session_id: str, token: str = "t0ken-abc", **fields: Any) -> CreateRequest:
+    """A create request as the manager builds it."""
+    values: dict[str, Any] = {
+        "credentials_secret": naming.DEFAULT_CREDENTIALS_SECRET,
+        "max_sessions": 3,
+        **fields,
+    }
+    return CreateRequest(session_id=session_id, token=SecretStr(token), **values)

@@ -64,6 +64,9 @@ class Kubelet:
         self.emulator = emulator
         self.default = default
         self.plans: dict[str, str] = {}
+        #: When True, a pod's walk starts only once someone watches its Events
+        #: (so a waiter sees every step live, in order).
+        self.wait_for_watch = False
         self._ips = itertools.count(10)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -73,6 +76,11 @@ class Kubelet:
         """Make the pod called ``pod_name`` end in ``outcome`` (one of OUTCOMES)."""
         assert outcome in OUTCOMES, outcome
         self.plans[pod_name] = outcome
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every walk started so far has finished."""
+        for thread in list(self._threads):
+            thread.join(timeout=timeout)
 
     def stop(self) -> None:
         """Stop acting and wait for running walks to end."""
@@ -132,6 +140,8 @@ class Kubelet:
     def walk(self, pod: dict[str, Any], outcome: str) -> None:
         """Drive ``pod`` to ``outcome``, emitting conditions and Events in order."""
         name = pod["metadata"]["name"]
+        if self.wait_for_watch and not self._watched(name):
+            return
         container = (pod.get("spec", {}).get("containers") or [{"name": "agent"}])[0]
         image = container.get("image", "image")
         if outcome == "pending":
@@ -216,6 +226,20 @@ class Kubelet:
                 ],
             },
         )
+
+    def _watched(self, pod_name: str, limit_s: float = 5.0) -> bool:
+        """Wait (briefly) until a watch of this pod's Events has been requested."""
+        selector = f"involvedObject.name={pod_name}"
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if any(
+                r.query.get("watch") == "true" and r.query.get("fieldSelector") == selector
+                for r in list(self.emulator.requests)
+            ):
+                time.sleep(_STEP_S * 5)  # let the pod watch open too
+                return True
+            time.sleep(_STEP_S)
+        return False
 
     @staticmethod
     def _container(

@@ -1,0 +1,206 @@
+"""Creating sessions: the exact objects written, write counts, idempotency, races, limits."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+
+from session_runtime import naming, spec
+from session_runtime.backends.kubernetes import KubernetesBackend
+from session_runtime.errors import BackendError, InvalidSessionIdError, SessionLimitError
+from session_runtime.models import BackendSession, SessionStatus
+from session_runtime.settings import WebSocketSettings
+from tests.kubernetes.conftest import (
+    CREATED_AT,
+    NAMESPACE,
+    make_backend,
+    request,
+    seed_cluster,
+    template_pod,
+)
+from tests.support.kube_emulator import KubeEmulator
+from tests.support.kubelet import Kubelet
+
+
+def _writes(emulator: KubeEmulator) -> list[tuple[str, str]]:
+    return [(w.method, w.path) for w in emulator.writes()]
+
+
+def test_create_writes_the_secret_the_pod_and_the_owner_reference_in_three_writes(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    before = len(emulator.writes())
+    backend.create(request("alpha"))
+    base = f"/api/v1/namespaces/{NAMESPACE}"
+    assert _writes(emulator)[before:] == [
+        ("POST", f"{base}/secrets"),
+        ("POST", f"{base}/pods"),
+        ("PATCH", f"{base}/secrets/gamgui-session-alpha-token"),
+    ]
+
+
+def test_created_pod_is_exactly_the_template_stamped_for_the_session(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("alpha", command="info domain", credentials_secret="user-creds"))
+    expected = spec.stamp_session_pod(
+        template_pod(),
+        session_id="alpha",
+        namespace=NAMESPACE,
+        command="info domain",
+        credentials_secret="user-creds",
+        created_at=CREATED_AT,
+    )
+    pod = emulator.get("pods", NAMESPACE, naming.session_pod_name("alpha"))
+    assert pod is not None
+    assert pod["spec"] == expected["spec"]
+    assert pod["metadata"]["labels"] == naming.session_labels("alpha")
+    assert pod["metadata"]["annotations"] == expected["metadata"]["annotations"]
+    assert pod["spec"]["hostname"] == "alpha"
+    assert pod["spec"]["subdomain"] == naming.SESSION_SERVICE_NAME
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[spec.CREDENTIALS_VOLUME]["secret"]["secretName"] == "user-creds"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env[naming.ENV_SESSION_COMMAND] == "info domain"
+
+
+def test_token_secret_is_labelled_holds_the_token_and_is_owned_by_the_pod(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("alpha", token="s3cret-token"))
+    pod = emulator.get("pods", NAMESPACE, naming.session_pod_name("alpha"))
+    secret = emulator.get("secrets", NAMESPACE, naming.session_token_secret_name("alpha"))
+    assert pod is not None and secret is not None
+    assert secret["metadata"]["labels"] == naming.session_labels("alpha")
+    token = base64.b64decode(secret["data"][naming.TOKEN_SECRET_KEY]).decode()
+    assert token == "s3cret-token"
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
+         "uid": pod["metadata"]["uid"]}
+    ]  # fmt: skip
+
+
+def test_deleting_the_pod_lets_the_cluster_collect_the_secret(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("alpha"))
+    emulator.remove("pods", NAMESPACE, naming.session_pod_name("alpha"))
+    assert emulator.get("secrets", NAMESPACE, naming.session_token_secret_name("alpha")) is None
+
+
+def test_create_returns_the_session_with_its_token_and_stamped_details(
+    backend: KubernetesBackend,
+) -> None:
+    session = backend.create(request("alpha", token="tok-1", command="info user"))
+    assert session.session_id == "alpha"
+    assert session.token.get_secret_value() == "tok-1"
+    assert session.command == "info user"
+    assert session.credentials_secret == naming.DEFAULT_CREDENTIALS_SECRET
+    assert session.created_at == CREATED_AT
+    assert session.status in (SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY)
+
+
+def test_creating_an_existing_id_returns_the_existing_session_without_writing(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    first = backend.create(request("alpha", token="first-token"))
+    writes = len(emulator.writes())
+    again = backend.create(request("alpha", token="second-token"))
+    assert len(emulator.writes()) == writes
+    assert again.token.get_secret_value() == first.token.get_secret_value() == "first-token"
+
+
+def test_racing_creates_for_one_id_end_with_one_pod_and_one_token(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    replicas = [make_backend(emulator, settings) for _ in range(4)]
+    barrier = threading.Barrier(len(replicas))
+    results: list[BackendSession] = []
+    errors: list[BaseException] = []
+
+    def create(index: int) -> None:
+        try:
+            barrier.wait()
+            results.append(replicas[index].create(request("race", token=f"token-{index}")))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(len(replicas))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for replica in replicas:
+        replica.close()
+    assert errors == []
+    assert len(emulator.list("pods", NAMESPACE)) == 1
+    assert len(emulator.list("secrets", NAMESPACE)) == 1
+    tokens = {r.token.get_secret_value() for r in results}
+    assert len(results) == 4 and len(tokens) == 1
+
+
+def test_limit_counts_live_session_pods_before_writing(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("one", max_sessions=2))
+    backend.create(request("two", max_sessions=2))
+    writes = len(emulator.writes())
+    with pytest.raises(SessionLimitError, match=r"Maximum number of sessions \(2\) reached"):
+        backend.create(request("three", max_sessions=2))
+    assert len(emulator.writes()) == writes
+
+
+def test_finished_pods_do_not_count_against_the_limit(
+    backend: KubernetesBackend, emulator: KubeEmulator, kubelet: Kubelet
+) -> None:
+    kubelet.plan(naming.session_pod_name("done"), "Succeeded")
+    backend.create(request("done", max_sessions=1))
+    kubelet.settle()
+    backend.create(request("next", max_sessions=1))
+    assert emulator.get("pods", NAMESPACE, naming.session_pod_name("next")) is not None
+
+
+def test_quota_rejection_maps_to_the_session_limit_error_and_removes_the_secret(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    seed_cluster(emulator, quota=1)
+    backend.create(request("one", max_sessions=10))
+    with pytest.raises(
+        SessionLimitError, match=r"Maximum number of sessions \(10\) reached"
+    ) as err:
+        backend.create(request("two", max_sessions=10))
+    assert "exceeded quota" in (err.value.cause or "")
+    assert emulator.get("pods", NAMESPACE, naming.session_pod_name("two")) is None
+    assert emulator.get("secrets", NAMESPACE, naming.session_token_secret_name("two")) is None
+
+
+def test_missing_pod_template_is_a_backend_error_naming_it(
+    emulator: KubeEmulator, settings: WebSocketSettings
+) -> None:
+    backend = make_backend(emulator, settings)
+    with pytest.raises(BackendError, match="PodTemplate 'gamgui-session' not found") as err:
+        backend.create(request("alpha"))
+    assert "doctor" in (err.value.hint or "")
+    assert emulator.writes() == []
+
+
+def test_the_pod_template_is_read_once_for_several_creates(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("one"))
+    backend.create(request("two"))
+    reads = [r for r in emulator.requests if "/podtemplates/" in r.path]
+    assert len(reads) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "a.b", "-x", "x" * 64, "../etc"])
+def test_invalid_ids_are_refused_before_any_request(
+    backend: KubernetesBackend, emulator: KubeEmulator, bad: str
+) -> None:
+    before = len(emulator.requests)
+    with pytest.raises(InvalidSessionIdError, match="Invalid session id"):
+        backend.get(bad)
+    assert len(emulator.requests) == before
