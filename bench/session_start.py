@@ -96,7 +96,7 @@ def measure_kubernetes(sessions: int, *, nodelay: bool = True) -> KubeFigures:
         try:
             seed_cluster(emulator)
             settings = WebSocketSettings(
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
                 backend="kubernetes",
                 namespace=NAMESPACE,
                 max_sessions=sessions + 1,
@@ -275,7 +275,7 @@ def measure_local(sessions: int) -> tuple[list[float], list[float]]:
             stack.up(default_session=False)
             settings = local_stack_settings(
                 WebSocketSettings(
-                    _env_file=None,  # type: ignore[call-arg]
+                    _env_file=None,
                     backend="local",
                     local_state_dir=Path(tmp) / "state",
                     max_sessions=sessions + 1,

@@ -116,9 +116,9 @@ def pipe_seconds(producer: Sequence[str]) -> float:
             reader.wait(timeout=600)
             writer.wait(timeout=60)
         finally:
-            stop_process(reader)  # type: ignore[arg-type]
+            stop_process(reader)
     finally:
-        stop_process(writer)  # type: ignore[arg-type]
+        stop_process(writer)
     if writer.returncode != 0 or reader.returncode != 0:
         raise RuntimeError(
             f"pipe failed: {producer[0]} {writer.returncode}, cat {reader.returncode}"
