@@ -1,0 +1,1 @@
+"""The gamgui-websocket policy pack (``pulumi preview --policy-pack policy``)."""
