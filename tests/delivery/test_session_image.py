@@ -109,10 +109,25 @@ def test_the_agent_runs_as_a_numeric_non_root_user(instructions: list[tuple[str,
 
 
 def test_the_entrypoint_is_the_agent_in_exec_form(instructions: list[tuple[str, str]]) -> None:
-    entry = [rest for k, rest in instructions if k == "ENTRYPOINT"]
+    final = _final_stage(instructions)
+    assert final[0][1].split()[-2:] == ["AS", "session"], "the default target is the session"
+    entry = [rest for k, rest in final if k == "ENTRYPOINT"]
     assert len(entry) == 1
     assert json.loads(entry[0]) == ["python", "-m", "session_runtime.agent"]
-    assert not [k for k, _ in instructions if k == "CMD"]
+    assert not [k for k, _ in final if k == "CMD"]
+
+
+def test_the_tools_target_has_the_cli_with_the_server_extra_for_the_reaper(
+    instructions: list[tuple[str, str]],
+) -> None:
+    start = next(i for i, (k, r) in enumerate(instructions) if k == "FROM" and r.endswith(" tools"))
+    end = next(i for i, (k, _) in enumerate(instructions) if k == "FROM" and i > start)
+    stage = instructions[start:end]
+    runs = " ".join(rest for k, rest in stage if k == "RUN")
+    assert re.findall(r"\[([a-z,]+)\]", runs) == ["server"]
+    users = [rest for k, rest in stage if k == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1] != "0"
+    assert [json.loads(rest) for k, rest in stage if k == "ENTRYPOINT"] == [["gamgui-session"]]
 
 
 def test_the_image_exposes_the_agent_port(instructions: list[tuple[str, str]]) -> None:
