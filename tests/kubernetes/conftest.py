@@ -129,7 +129,7 @@ def backend(
         impl.close()
 
 
-def request(session_id: str, token: str = "t0ken-abc", **fields: Any) -> CreateRequest:
+def request(session_id: str, token: str = "t0ken-abc", **fields: Any) -> CreateRequest:  # noqa: S107
     """A create request as the manager builds it."""
     values: dict[str, Any] = {
         "credentials_secret": naming.DEFAULT_CREDENTIALS_SECRET,

@@ -1,0 +1,218 @@
+"""Get, list, close and reap sessions: the cluster is the only state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from session_runtime import naming, spec
+from session_runtime.backends.kubernetes import KubernetesBackend
+from session_runtime.models import SessionStatus
+from session_runtime.settings import WebSocketSettings
+from tests.kubernetes.conftest import (
+    CREATED_AT,
+    NAMESPACE,
+    Activity,
+    make_backend,
+    request,
+    template_pod,
+)
+from tests.support.kube_emulator import KubeEmulator
+from tests.support.kubelet import Kubelet
+
+IDLE = 600.0
+LIFETIME = 3600.0
+
+
+def test_another_replica_gets_the_session_with_its_token_from_the_cluster(
+    backend: KubernetesBackend, emulator: KubeEmulator, settings: WebSocketSettings
+) -> None:
+    backend.create(request("alpha", token="shared-token"))
+    other = make_backend(emulator, settings)
+    try:
+        session = other.get("alpha")
+    finally:
+        other.close()
+    assert session is not None
+    assert session.token.get_secret_value() == "shared-token"
+
+
+def test_get_of_an_unknown_session_is_none(backend: KubernetesBackend) -> None:
+    assert backend.get("ghost") is None
+
+
+def test_list_returns_every_session_oldest_first_with_status(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    for sid, age in (("newer", 10), ("older", 500)):
+        _put_session(emulator, sid, created=CREATED_AT - timedelta(seconds=age), phase="Running")
+    sessions = backend.list()
+    assert [s.session_id for s in sessions] == ["older", "newer"]
+    assert all(s.status is SessionStatus.READY for s in sessions)
+    assert all(s.token.get_secret_value() == f"token-{s.session_id}" for s in sessions)
+
+
+def test_close_removes_the_pod_and_the_secret(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    backend.create(request("alpha"))
+    assert backend.delete("alpha") is True
+    assert emulator.get("pods", NAMESPACE, naming.session_pod_name("alpha")) is None
+    assert emulator.get("secrets", NAMESPACE, naming.session_token_secret_name("alpha")) is None
+
+
+def test_closing_a_missing_session_is_not_an_error(backend: KubernetesBackend) -> None:
+    assert backend.delete("ghost") is False
+
+
+def test_closing_removes_a_secret_left_without_its_pod(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    emulator.put("secrets", spec.session_token_secret("alpha", NAMESPACE, "tok"))
+    assert backend.delete("alpha") is True
+    assert emulator.list("secrets", NAMESPACE) == []
+
+
+# --- reap -------------------------------------------------------------------------
+def _put_session(
+    emulator: KubeEmulator,
+    sid: str,
+    *,
+    created: Any = CREATED_AT,
+    phase: str = "Running",
+    ready: bool = True,
+    ip: str | None = None,
+    controller: bool = False,
+) -> dict[str, Any]:
+    """Store a session pod (and its Secret) in a given state, as if it had lived a while."""
+    pod = spec.stamp_session_pod(
+        template_pod(),
+        session_id=sid,
+        namespace=NAMESPACE,
+        command=None,
+        credentials_secret=None,
+        created_at=created,
+    )
+    if controller:
+        emulator.put(
+            "replicasets",
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+             "metadata": {"name": "rs", "namespace": NAMESPACE, "uid": "u-rs"}},
+        )  # fmt: skip
+        pod["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u-rs",
+             "controller": True}
+        ]  # fmt: skip
+    stored = emulator.put("pods", pod)
+    secret = spec.session_token_secret(sid, NAMESPACE, f"token-{sid}")
+    secret["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
+         "uid": stored["metadata"]["uid"]}
+    ]  # fmt: skip
+    emulator.put("secrets", secret)
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    status = {"phase": phase, "conditions": conditions, "podIP": ip}
+    if phase == "Failed":
+        status["reason"] = "DeadlineExceeded"
+    return emulator.set_status("pods", NAMESPACE, pod["metadata"]["name"], status)
+
+
+@pytest.fixture
+def crowded(emulator: KubeEmulator, activity: Activity) -> KubeEmulator:
+    """A namespace with one session of every kind the reaper must tell apart."""
+    now = CREATED_AT.timestamp()
+    young = CREATED_AT - timedelta(seconds=60)
+    _put_session(emulator, "busy", created=young, ip="10.1.0.1")
+    activity.by_address[f"10.1.0.1:{naming.AGENT_PORT}"] = now - 5
+    _put_session(emulator, "idle", created=young, ip="10.1.0.2")
+    activity.by_address[f"10.1.0.2:{naming.AGENT_PORT}"] = now - IDLE - 100
+    _put_session(emulator, "mute", created=young, ip="10.1.0.3")  # agent does not answer
+    _put_session(emulator, "starting", created=young, phase="Pending", ready=False)
+    _put_session(emulator, "done", created=young, phase="Succeeded", ready=False)
+    _put_session(emulator, "crashed", created=young, phase="Failed", ready=False)
+    old = CREATED_AT - timedelta(seconds=LIFETIME + 60)
+    _put_session(emulator, "ancient", created=old, ip="10.1.0.4")
+    activity.by_address[f"10.1.0.4:{naming.AGENT_PORT}"] = now - 1
+    _put_session(emulator, "default", created=old, ip="10.1.0.5", controller=True)
+    activity.by_address[f"10.1.0.5:{naming.AGENT_PORT}"] = now - IDLE * 10
+    orphan = spec.session_token_secret("orphan", NAMESPACE, "x")
+    emulator.put("secrets", orphan)
+    return emulator
+
+
+def _reap(backend: KubernetesBackend, *, dry_run: bool, now_offset: float = 0.0) -> dict[str, str]:
+    reaped = backend.reap(
+        idle_timeout=IDLE,
+        max_lifetime=LIFETIME,
+        now=CREATED_AT + timedelta(seconds=now_offset),
+        dry_run=dry_run,
+    )
+    assert all(r.removed is (not dry_run) for r in reaped)
+    return {r.session_id: r.reason for r in reaped}
+
+
+def test_reap_chooses_exactly_finished_expired_idle_sessions(
+    backend: KubernetesBackend, crowded: KubeEmulator
+) -> None:
+    reasons = _reap(backend, dry_run=False)
+    assert reasons == {
+        "idle": "idle for 700s (> 600s)",
+        "done": "finished (Succeeded)",
+        "crashed": "failed (DeadlineExceeded)",
+        "ancient": "outlived its lifetime (3660s > 3600s)",
+    }
+    left = {
+        p["metadata"]["labels"][naming.LABEL_SESSION_ID] for p in crowded.list("pods", NAMESPACE)
+    }
+    assert left == {"busy", "mute", "starting", "default"}
+    secrets = {
+        s["metadata"]["labels"][naming.LABEL_SESSION_ID] for s in crowded.list("secrets", NAMESPACE)
+    }
+    assert secrets == {"busy", "mute", "starting", "default", "orphan"}  # orphan is still young
+
+
+def test_reap_removes_secrets_whose_pod_is_gone_after_a_grace_period(
+    backend: KubernetesBackend, crowded: KubeEmulator
+) -> None:
+    # The emulator stamps creationTimestamp with the wall clock; look from well after it.
+    from datetime import UTC, datetime
+
+    reaped = backend.reap(
+        idle_timeout=1e9, max_lifetime=1e12, now=datetime.now(UTC) + timedelta(hours=1)
+    )
+    orphans = {r.session_id: r.reason for r in reaped if r.session_id == "orphan"}
+    assert orphans == {"orphan": "orphaned token Secret (no pod)"}
+    assert crowded.get("secrets", NAMESPACE, naming.session_token_secret_name("orphan")) is None
+
+
+def test_reap_dry_run_reports_the_same_choice_and_removes_nothing(
+    backend: KubernetesBackend, crowded: KubeEmulator
+) -> None:
+    pods_before = len(crowded.list("pods", NAMESPACE))
+    writes = len(crowded.writes())
+    reasons = _reap(backend, dry_run=True)
+    assert set(reasons) == {"idle", "done", "crashed", "ancient"}
+    assert len(crowded.list("pods", NAMESPACE)) == pods_before
+    assert len(crowded.writes()) == writes
+
+
+def test_reap_asks_only_ready_agents_for_their_activity(
+    backend: KubernetesBackend, crowded: KubeEmulator, activity: Activity
+) -> None:
+    _reap(backend, dry_run=True)
+    asked = {a.split(":")[0] for a in activity.asked}
+    assert asked == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
+
+
+def test_reaped_sessions_are_gone_for_every_replica(
+    backend: KubernetesBackend, crowded: KubeEmulator, settings: WebSocketSettings, kubelet: Kubelet
+) -> None:
+    _reap(backend, dry_run=False)
+    other = make_backend(crowded, settings)
+    try:
+        assert other.get("idle") is None
+        assert {s.session_id for s in other.list()} == {"busy", "mute", "starting", "default"}
+    finally:
+        other.close()
