@@ -1,0 +1,1 @@
+"""Integration tests on the real local stack: nginx, dnsmasq and agent processes."""

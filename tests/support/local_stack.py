@@ -1,0 +1,239 @@
+"""Helpers for tests on the real local stack: start/stop it safely, read its logs, raw HTTP.
+
+A stack started with :func:`running_stack` is always taken down, even when the
+test body fails; :func:`assert_stack_gone` proves by pid and port that nothing
+is left. :class:`LogCursor` reads only the access-log lines (or DNS queries) a
+test caused, so tests sharing one stack do not see each other's traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from session_runtime import naming
+from session_runtime.backends.local import LocalBackend, LocalStack
+from session_runtime.backends.local.processes import is_alive, port_is_free
+from session_runtime.backends.local.state import ProcessRecord
+from session_runtime.errors import SessionError
+from session_runtime.models import CreateRequest
+
+__all__ = [
+    "HttpReply",
+    "LogCursor",
+    "StackProcesses",
+    "assert_stack_gone",
+    "create_many_in_subprocess",
+    "raw_request",
+    "running_stack",
+    "stack_processes",
+]
+
+
+@dataclass(frozen=True)
+class StackProcesses:
+    """Every process and port a stack recorded, captured while it runs (for after ``down``)."""
+
+    processes: list[ProcessRecord]
+    tcp_ports: list[tuple[str, int]]
+    udp_ports: list[tuple[str, int]]
+
+
+def stack_processes(stack: LocalStack) -> StackProcesses:
+    """Capture the pids and ports of the stack and all its sessions right now."""
+    record = stack.state.read_stack()
+    assert record is not None, "the stack is not up"
+    sessions = stack.state.list_sessions()
+    return StackProcesses(
+        processes=[record.dns, record.proxy, *(s.process for s in sessions)],
+        tcp_ports=[
+            ("127.0.0.1", record.proxy_port),
+            ("127.0.0.1", record.dns_port),
+            *((s.address, s.port) for s in sessions),
+        ],
+        udp_ports=[("127.0.0.1", record.dns_port)],
+    )
+
+
+def assert_stack_gone(captured: StackProcesses) -> None:
+    """Assert every captured process has exited and every captured port can be bound again."""
+    alive = [p for p in captured.processes if is_alive(p)]
+    assert not alive, f"processes still running: {[p.pid for p in alive]}"
+    bound = [a for a in captured.tcp_ports if not port_is_free(*a)]
+    bound += [a for a in captured.udp_ports if not port_is_free(*a, udp=True)]
+    assert not bound, f"ports still bound: {bound}"
+
+
+@contextlib.contextmanager
+def running_stack(state_dir: Path, *, default_session: bool = True) -> Iterator[LocalStack]:
+    """Bring a stack up (DNS queries logged) and always take it down afterwards.
+
+    Args:
+        state_dir: a fresh directory for the stack's state.
+        default_session: start the ``default`` session too.
+    """
+    stack = LocalStack(state_dir)
+    try:
+        stack.up(log_dns_queries=True, default_session=default_session, timeout=30.0)
+        yield stack
+    finally:
+        stack.down()
+
+
+class LogCursor:
+    """Reads what was appended to the stack's nginx access log and DNS query log since creation.
+
+    Args:
+        stack: a running stack.
+    """
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.access_path = stack.state.logs_dir / "nginx-access.log"
+        self.dns_path = stack.state.logs_dir / "dnsmasq.log"
+        self._access_at = self._size(self.access_path)
+        self._dns_at = self._size(self.dns_path)
+
+    @staticmethod
+    def _size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def access_entries(self, *, expect: int = 1, timeout: float = 5.0) -> list[dict[str, str]]:
+        """Return the new access-log entries, waiting until at least ``expect`` are written.
+
+        nginx writes the line after the response, so a test that has just read the
+        response may be a moment early.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.access_path.open("rb") as handle:
+                handle.seek(self._access_at)
+                lines = handle.read().decode("utf-8", "replace").splitlines()
+            entries = [json.loads(line) for line in lines if line.strip()]
+            if len(entries) >= expect or time.monotonic() >= deadline:
+                return entries
+            time.sleep(0.02)
+
+    def dns_queries(self) -> list[str]:
+        """Return the names queried from dnsmasq since creation."""
+        with self.dns_path.open("rb") as handle:
+            handle.seek(self._dns_at)
+            text = handle.read().decode("utf-8", "replace")
+        return [
+            line.split("query[", 1)[1].split("] ", 1)[1].split(" from ", 1)[0]
+            for line in text.splitlines()
+            if "query[" in line
+        ]
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """A raw HTTP reply: status, lower-cased headers and the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+def raw_request(
+    port: int,
+    target: str,
+    *,
+    host: str = "localhost",
+    websocket: bool = True,
+    method: str = "GET",
+    extra_headers: dict[str, str] | None = None,
+) -> HttpReply:
+    """Send one request to the proxy exactly as written (no client-side normalisation).
+
+    Args:
+        port: the proxy's port on 127.0.0.1.
+        target: the request target, sent verbatim (``/ws/session/%2e%2e/`` stays encoded).
+        host: the Host header.
+        websocket: add the WebSocket upgrade headers.
+        method: the HTTP method.
+        extra_headers: more headers.
+    """
+    headers = {"Host": host, "Connection": "close"}
+    if websocket:
+        headers.update(
+            {
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Protocol": naming.SUBPROTOCOL,
+            }
+        )
+    headers.update(extra_headers or {})
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        header_blob, _, body = data.partition(b"\r\n\r\n")
+        lines = header_blob.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        parsed = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
+        length = int(parsed.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return HttpReply(status=status, headers=parsed, body=body[:length] if length else body)
+
+
+def create_many_in_subprocess(
+    state_dir: str, session_ids: list[str], max_sessions: int, go_file: str
+) -> list[str]:
+    """Create sessions concurrently from one worker process, one thread per id.
+
+    Runs in a ``multiprocessing`` worker: it waits for ``go_file`` so that all
+    workers start creating at (nearly) the same moment. Each thread takes the
+    state directory's lock through its own file descriptor, exactly as separate
+    processes do.
+
+    Returns:
+        ``"created"`` or ``"<ErrorType>: <message>"`` per id, in order.
+    """
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go_file) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with ThreadPoolExecutor(max_workers=len(session_ids)) as pool:
+        return list(pool.map(lambda sid: _create_one(state_dir, sid, max_sessions), session_ids))
+
+
+def _create_one(state_dir: str, session_id: str, max_sessions: int) -> str:
+    backend = LocalBackend(state_dir)
+    request = CreateRequest(
+        session_id=session_id,
+        token=SecretStr(f"token-{session_id}"),
+        credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
+        max_sessions=max_sessions,
+    )
+    try:
+        backend.create(request)
+    except SessionError as exc:
+        return f"{type(exc).__name__}: {exc.message}"
+    return "created"
