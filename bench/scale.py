@@ -57,6 +57,8 @@ class Outcome:
     before: dict[str, int]
     after: dict[str, int]
     master_after: dict[str, int]
+    agents_before: int
+    agents_after: int
 
 
 async def _open(url: str, agent: Agent, source: str, gate: asyncio.Semaphore) -> ClientConnection:
@@ -97,6 +99,7 @@ async def hold(stack: BenchStack, connections: int, sources: int, concurrency: i
     (worker,) = stack.nginx_worker_pids()
     assert stack.nginx is not None
     before = proc_memory(worker)
+    agents_before = _agents_rss(stack)
     gate = asyncio.Semaphore(concurrency)
     tasks = []
     for i in range(connections):
@@ -114,6 +117,7 @@ async def hold(stack: BenchStack, connections: int, sources: int, concurrency: i
         await asyncio.sleep(1)
         after = proc_memory(worker)
         master_after = proc_memory(stack.nginx.pid)
+        agents_after = _agents_rss(stack)
         gate = asyncio.Semaphore(concurrency * 4)
 
         async def check(ws: ClientConnection) -> bool:
@@ -132,7 +136,21 @@ async def hold(stack: BenchStack, connections: int, sources: int, concurrency: i
                 await ws.close()
 
         await asyncio.gather(*(close(ws) for ws in sockets), return_exceptions=True)
-    return Outcome(len(sockets), failures, ponged, open_seconds, before, after, master_after)
+    return Outcome(
+        len(sockets),
+        failures,
+        ponged,
+        open_seconds,
+        before,
+        after,
+        master_after,
+        agents_before,
+        agents_after,
+    )
+
+
+def _agents_rss(stack: BenchStack) -> int:
+    return sum(proc_memory(a.proc.pid)["rss"] for a in stack.agents if a.proc is not None)
 
 
 def _mib(n: float) -> str:
@@ -201,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"nginx worker RSS {_mib(out.before['rss'])} -> {_mib(out.after['rss'])}, "
         f"PSS {_mib(out.before['pss'])} -> {_mib(out.after['pss'])}",
         f"nginx master RSS {_mib(out.master_after['rss'])}",
+        f"agents' RSS (sum) {_mib(out.agents_before)} -> {_mib(out.agents_after)}",
         f"RLIMIT_NOFILE {nofile}; {args.sessions} agents, limit {limit} connections each",
     ]
     print_rows("2. scale", rows, extra)
@@ -234,6 +253,9 @@ inherited by nginx and the agents. After all were open, every connection sent a 
   {_mib(out.before["pss"])} -> {_mib(out.after["pss"])} (from /proc/<pid>/status and
   smaps_rollup): {per_rss / 1024:.1f} KiB RSS, {per_pss / 1024:.1f} KiB PSS per connection
   (each held WebSocket is two sockets in nginx: client side and agent side).
+- the {args.sessions} agents together: RSS {_mib(out.agents_before)} ->
+  {_mib(out.agents_after)} ({(out.agents_after - out.agents_before) / max(out.opened, 1) / 1024:.1f}
+  KiB per connection, Python `websockets` server side).
 """
         update_benchmarks_md(2, rows, command, notes)
     return 0
