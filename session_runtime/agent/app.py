@@ -59,7 +59,7 @@ async def run_agent(config: AgentConfig) -> int:
         write_limit=64 * 1024,
         ping_interval=config.ping_interval_s,
         ping_timeout=config.ping_interval_s,
-        close_timeout=5,
+        close_timeout=2,
         server_header=f"gamgui-session-agent/{AGENT_VERSION}",
     ) as ws_server:
         port = next(iter(ws_server.sockets)).getsockname()[1]
@@ -86,7 +86,7 @@ async def run_agent(config: AgentConfig) -> int:
         await _stop_job(session)
         ws_server.close(close_connections=True)  # code 1001, going away
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ws_server.wait_closed(), 10)
+            await asyncio.wait_for(ws_server.wait_closed(), 5)
     log_event("stopped", reason=reason)
     return 0
 

@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
     elif cmd == "echo":
         print(json.dumps(args))
     elif cmd == "sleep":
-        print("sleeping", flush=True)
+        _write(sys.stdout, b"sleeping\n")
         time.sleep(float(args[0]))
     elif cmd == "spam":
         remaining = int(args[0])
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
         if cmd == "ignoreterm":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         Path(args[0]).write_text(str(os.getpid()), encoding="utf-8")
-        print("ready", flush=True)
+        _write(sys.stdout, b"ready\n")
         time.sleep(float(args[1]))
     elif cmd == "env":
         print(os.environ.get(args[0], "<unset>"))
