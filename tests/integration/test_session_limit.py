@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from session_runtime.backends.local import LocalBackend, LocalStack
+from session_runtime.backends.local.processes import is_alive
 from tests.support.local_stack import (
     assert_stack_gone,
     create_many_in_subprocess,
@@ -68,3 +72,32 @@ def test_down_stops_sessions_that_were_never_closed(tmp_path: Path) -> None:
         assert len(captured.processes) == 3  # dnsmasq, nginx, the default session
     assert_stack_gone(captured)
     assert LocalBackend(state_dir).list() == []
+
+
+def test_a_stack_started_by_one_process_is_stopped_by_another(tmp_path: Path) -> None:
+    state_dir = tmp_path / "stack"
+    up = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "session_runtime",
+            "local",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    stack = LocalStack(state_dir)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert json.loads(up.stdout)["proxy_url"] == stack.proxy_url()
+        captured = stack_processes(stack)
+        assert all(is_alive(p) for p in captured.processes)  # they outlived `local up`
+    finally:
+        stack.down()
+    assert_stack_gone(captured)
