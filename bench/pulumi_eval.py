@@ -49,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(run.resources) != len(first.resources):
             raise RuntimeError("runs declared different resources")
     w = summarize(warm)
-    kinds = Counter(r.typ.split(":")[-1] for r in first.resources)
+    kinds = Counter(
+        "provider" if r.typ.startswith("pulumi:providers:") else r.typ.split(":")[-1]
+        for r in first.resources
+    )
     rows = [
         Row(
             "5a",
