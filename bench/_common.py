@@ -308,10 +308,11 @@ _SKELETON = f"""# Benchmarks
 
 Figures measured by the scripts in `bench/` on the real local stack (nginx, dnsmasq,
 session agents on loopback addresses, real WebSockets) and, for the Kubernetes backend,
-against the API emulator. They are measurements, not assertions: nothing in the test
-suite depends on them. Each script prints its figures; `--write` replaces its own rows
-and notes here. "reference" is what the figure is compared with; "ratio" is
-measured / reference.
+against the API emulator of the tests. They are measurements, not assertions: nothing in
+the test suite depends on them. Each script prints its figures and ratios; with `--write`
+it replaces its own rows and notes below. "reference" is what a figure is compared with;
+"ratio" is measured / reference. The "reproduce" column gives the exact command;
+`python bench/run_all.py --write` runs all five at full size.
 
 ## Results
 
