@@ -101,10 +101,14 @@ class Fault:
     path_contains: str | None = None
     seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    #: True: only watch requests; False: never watch requests; None: either.
+    watch: bool | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, watching: bool = False) -> bool:
         """Return True if this fault applies to the request."""
         if self.method and self.method != method:
+            return False
+        if self.watch is not None and self.watch != watching:
             return False
         return not (self.path_contains and self.path_contains not in path)
 
@@ -279,11 +283,11 @@ class KubeEmulator:
         with self._lock:
             self._faults.clear()
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, watching: bool = False) -> Fault | None:
         """Return (and count down) the first fault matching a request."""
         with self._lock:
             for fault in self._faults:
-                if fault.times > 0 and fault.matches(method, path):
+                if fault.times > 0 and fault.matches(method, path, watching):
                     fault.times -= 1
                     return fault
             return None
@@ -567,7 +571,8 @@ class _Handler(BaseHTTPRequestHandler):
         emu.requests.append(
             RecordedRequest(self.command, parts.path, query, self.headers.get("Content-Type"), body)
         )
-        fault = emu.take_fault(self.command, parts.path)
+        watching = self.command == "GET" and query.get("watch") in ("true", "1")
+        fault = emu.take_fault(self.command, parts.path, watching)
         if fault is not None:
             if fault.kind == "drop":
                 self.close_connection = True
@@ -583,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
         try:
-            if self.command == "GET" and query.get("watch") in ("true", "1"):
+            if watching:
                 self._stream(emu.watch(parts.path, query))
             else:
                 self._send_json(200, emu.handle(self.command, parts.path, query, body))

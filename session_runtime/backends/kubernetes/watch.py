@@ -103,11 +103,25 @@ class PodWatcher:
     async def _pump(
         self, source: Callable[[], Any], tag: str, queue: asyncio.Queue[tuple[str, str, Any]]
     ) -> None:
-        try:
-            async for kind, obj in source():
-                await queue.put((tag, kind, obj))
-        except (httpx2.HTTPError, OSError) as exc:
-            await queue.put(("error", tag, exc))
+        """Feed one watch into the queue, reopening it after transient failures.
+
+        lightkube retries failures inside a stream; a connection that fails before
+        the response starts ends its generator, so it is reopened here (the
+        tracker drops the repeated objects a fresh watch lists again).
+        """
+        failures = 0
+        while True:
+            try:
+                async for kind, obj in source():
+                    failures = 0
+                    await queue.put((tag, kind, obj))
+                return
+            except (httpx2.HTTPError, OSError) as exc:
+                failures += 1
+                if not is_transient(exc) or failures >= self.retry.attempts:
+                    await queue.put(("error", tag, exc))
+                    return
+                await asyncio.sleep(self.retry.delay(failures))
 
     async def _wait(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
