@@ -1,0 +1,104 @@
+"""Fixtures for the runtime tests: one local stack for the run, and managers per backend.
+
+``manager`` and ``manager_factory`` are parametrised over :data:`BACKENDS`, a
+registry of small builders. To run every manager test on another backend,
+register a builder::
+
+    @register_backend("kubernetes")
+    def _kubernetes(request: pytest.FixtureRequest) -> ManagerFactory:
+        cluster = request.getfixturevalue("kube_emulator")      # whatever it needs
+        return lambda **overrides: SessionManager(load_settings(**overrides), ...)
+
+Each test's sessions are closed afterwards (every session that did not exist
+before the test), so tests sharing a stack do not see each other's leftovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from session_runtime.backends.local import LocalStack
+from session_runtime.manager import SessionManager
+from session_runtime.settings import load_settings
+from tests.support.local_stack import running_stack
+
+__all__ = ["BACKENDS", "ManagerFactory", "StackHandle", "register_backend"]
+
+#: Builds a manager; keyword arguments override settings (``max_sessions=5``).
+ManagerFactory = Callable[..., SessionManager]
+#: Backend name -> builder of a ManagerFactory for one test.
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], ManagerFactory]] = {}
+
+
+def register_backend(
+    name: str,
+) -> Callable[
+    [Callable[[pytest.FixtureRequest], ManagerFactory]],
+    Callable[[pytest.FixtureRequest], ManagerFactory],
+]:
+    """Register a builder under ``name``; the manager fixtures run once per registered name."""
+
+    def decorate(
+        builder: Callable[[pytest.FixtureRequest], ManagerFactory],
+    ) -> Callable[[pytest.FixtureRequest], ManagerFactory]:
+        BACKENDS[name] = builder
+        return builder
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class StackHandle:
+    """The runtime tests' local stack: its state directory and proxy."""
+
+    stack: LocalStack
+    state_dir: Path
+    proxy_url: str
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    """A real local stack (nginx, dnsmasq, the default agent) for the whole run; always down."""
+    state_dir = tmp_path_factory.mktemp("runtime-stack")
+    with running_stack(state_dir) as stack:
+        url = stack.proxy_url()
+        assert url is not None
+        yield StackHandle(stack=stack, state_dir=state_dir, proxy_url=url)
+
+
+@register_backend("local")
+def _local(request: pytest.FixtureRequest) -> ManagerFactory:
+    handle: StackHandle = request.getfixturevalue("local_stack")
+
+    def make(**overrides: object) -> SessionManager:
+        # No URLs given: from_settings must take them from the running stack.
+        settings = load_settings(
+            backend="local", local_state_dir=handle.state_dir, start_timeout=60, **overrides
+        )
+        return SessionManager.from_settings(settings)
+
+    return make
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def manager_factory(request: pytest.FixtureRequest) -> Iterator[ManagerFactory]:
+    """Makes managers on one backend; closes every session the test created."""
+    make = BACKENDS[request.param](request)
+    probe = make()
+    before = {s.session_id for s in probe.list_sessions()}
+    try:
+        yield make
+    finally:
+        for session in probe.list_sessions():
+            if session.session_id not in before:
+                probe.close_session(session.session_id)
+
+
+@pytest.fixture
+def manager(manager_factory: ManagerFactory) -> SessionManager:
+    """A manager with the default settings on each registered backend."""
+    return manager_factory()
