@@ -35,6 +35,8 @@ from _common import (
     update_benchmarks_md,
 )
 
+from session_runtime.models import ProgressEvent
+
 __all__ = ["main"]
 
 if str(REPO_ROOT) not in sys.path:
@@ -251,7 +253,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def measure_local(sessions: int) -> tuple[list[float], list[float]]:
+class _StepClock:
+    """A progress callback noting when each step came, since it was made."""
+
+    def __init__(self, steps: dict[str, list[float]]) -> None:
+        self.steps = steps
+        self.seen: Counter[str] = Counter()
+        self.start = time.perf_counter()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.seen[event.phase] += 1
+        n = self.seen[event.phase]
+        label = event.phase if n == 1 else f"{event.phase} ({n})"
+        self.steps.setdefault(label, []).append(time.perf_counter() - self.start)
+
+
+def measure_local(
+    sessions: int,
+) -> tuple[list[float], list[float], dict[str, list[float]]]:
     """Start a private local stack; per session time create (ready) and first command.
 
     Args:
@@ -259,7 +278,8 @@ def measure_local(sessions: int) -> tuple[list[float], list[float]]:
 
     Returns:
         Seconds of ``create_session`` (until ready through the proxy) and of create
-        through the first command's exit, per session.
+        through the first command's exit, per session; and seconds from the start of
+        create to each progress step it reported (``phase``, numbered when repeated).
     """
     from session_runtime.backends.local import LocalStack
     from session_runtime.manager import SessionManager, local_stack_settings
@@ -268,6 +288,7 @@ def measure_local(sessions: int) -> tuple[list[float], list[float]]:
 
     created: list[float] = []
     completed: list[float] = []
+    steps: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
         gam = fake_gam_bin(Path(tmp))
         stack = LocalStack(Path(tmp) / "state")
@@ -284,8 +305,9 @@ def measure_local(sessions: int) -> tuple[list[float], list[float]]:
             manager = SessionManager(settings, stack.backend(gam_bin=gam))
             for i in range(sessions):
                 sid = f"start-{i}"
-                start = time.perf_counter()
-                manager.create_session(sid)
+                clock = _StepClock(steps)
+                start = clock.start
+                manager.create_session(sid, progress=clock)
                 created.append(time.perf_counter() - start)
                 result = manager.send_command(sid, "version")
                 completed.append(time.perf_counter() - start)
@@ -294,12 +316,12 @@ def measure_local(sessions: int) -> tuple[list[float], list[float]]:
                 manager.close_session(sid)
         finally:
             stack.down()
-    return created, completed
+    return created, completed, steps
 
 
 def local_part(sessions: int) -> tuple[list[Row], list[str]]:
     """Rows and notes lines for the local backend."""
-    created, completed = measure_local(sessions)
+    created, completed, steps = measure_local(sessions)
     c, t = summarize(created), summarize(completed)
     rows = [
         Row(
@@ -319,6 +341,10 @@ def local_part(sessions: int) -> tuple[list[Row], list[str]]:
         "`send_command(id, 'version')` (a new WebSocket through nginx, the fake GAM run, "
         "its exit received); each session closed before the next.",
         "",
+        "- progress steps of `create_session`, median time since it was called: "
+        + "; ".join(
+            f"{label} {statistics.median(times) * 1e3:.0f} ms" for label, times in steps.items()
+        ),
         f"- create -> ready: median {c.median * 1e3:.0f} ms, p95 {c.p95 * 1e3:.0f} ms",
         f"- create -> first command completed: median {t.median * 1e3:.0f} ms, "
         f"p95 {t.p95 * 1e3:.0f} ms (min {t.minimum * 1e3:.0f}, max {t.maximum * 1e3:.0f})",
