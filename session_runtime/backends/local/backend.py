@@ -220,6 +220,10 @@ class LocalBackend(SessionBackend):
                 f"The agent of session {sid!r} would not stop", cause=f"pid {record.process.pid}"
             )
         with self.state.locked():
+            current = self.state.read_session(sid)
+            if current is not None and (record is None or current.process != record.process):
+                # (Re-)created meanwhile by another caller: that session stays.
+                return record is not None
             removed = self.state.remove_session(sid)
             self._sync_dns()
         return removed
