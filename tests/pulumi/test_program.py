@@ -309,3 +309,21 @@ def test_node_selector_and_tolerations_reach_session_pods(variant: Any) -> None:
     assert spec["tolerations"] == [
         {"key": "gam", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}
     ]
+
+
+def test_pure_builders_and_spec_import_without_pulumi() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pulumi'] = None; sys.modules['pulumi_kubernetes'] = None\n"
+        "import components.config, components.outputs, components.proxy_manifests\n"
+        "import components.session_manifests, session_runtime.spec\n"
+        "cfg = components.config.load_stack_config({'namespace': 'ns'})\n"
+        "print(components.session_manifests.session_quota(cfg)['spec']['hard']['pods'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "50"
