@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
-from session_runtime.ids import DEFAULT_SESSION_ID
+from session_runtime.ids import DEFAULT_SESSION_ID, is_valid_session_id
 from tests.support.local_stack import LogCursor, raw_request
 
 REFUSED = [
@@ -109,3 +111,32 @@ def test_health_is_answered_by_nginx_itself(local_stack: LocalStack, proxy_port:
     assert reply.status == 200
     assert reply.json() == {"status": "ok"}
     assert "server" not in reply.headers or reply.headers["server"] == "nginx"
+
+
+_PATH_PIECES = st.sampled_from(
+    ["default", "a", "x-", "-x", "A", ".", "..", "/", "//", "%2e", "%2E", "%2f", "%2F", "%00",
+     "%5c", "\\", "%25", "%", "?", "#", ";", ":", "@", "evil.example.com", "127.0.0.1",
+     "default.", "%64efault", "~", "a" * 63, "a" * 64, "-", "0"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(tail=st.lists(_PATH_PIECES, max_size=6).map("".join))
+def test_whatever_the_path_only_a_valid_session_name_is_ever_looked_up_or_proxied(
+    local_stack: LocalStack, backend: LocalBackend, proxy_port: int, tail: str
+) -> None:
+    cursor = LogCursor(local_stack)
+    reply = raw_request(proxy_port, f"/ws/session/{tail}")
+    assert reply.status in (101, 400, 401, 404, 426, 502)
+    assert isinstance(reply.json(), dict) or reply.status == 101
+    default = backend.get(DEFAULT_SESSION_ID)
+    assert default is not None
+    (entry,) = cursor.access_entries()
+    assert entry["upstream"] in ("", default.agent_address)
+    suffix = "." + naming.session_domain()
+    for name in cursor.dns_queries():
+        assert name.endswith(suffix) and is_valid_session_id(name.removesuffix(suffix))
