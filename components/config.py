@@ -186,8 +186,9 @@ class ReaperConfig(_Model):
 
     enabled: bool = True
     schedule: str = "*/5 * * * *"
-    #: Image with the ``gamgui-session`` CLI; None means the session image.
-    image: str | None = None
+    #: Image with the ``gamgui-session`` CLI and the Kubernetes client: the ``tools``
+    #: target of session_image/Dockerfile (the session image has no Kubernetes client).
+    image: str = "ghcr.io/gamgui/gamgui-runtime:0.1.0"
 
     @field_validator("schedule")
     @classmethod
@@ -198,8 +199,8 @@ class ReaperConfig(_Model):
 
     @field_validator("image")
     @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _pinned(value) if value else None
+    def _image(cls, value: str) -> str:
+        return _pinned(value)
 
 
 class KubernetesConfig(_Model):

@@ -34,7 +34,7 @@ def image_problem(image: str) -> str | None:
             return f"image {image!r} uses 'latest': pin a version tag or a digest"
         if not _TAG.fullmatch(tag):
             return f"image {image!r} has an invalid tag {tag!r}"
-    if "@" in name or not _NAME.fullmatch(name.lower()):
+    if "@" in name or not _NAME.fullmatch(name):
         return f"image {image!r} is not a valid image reference"
     return None
 

@@ -296,7 +296,7 @@ def reaper_cronjob(cfg: StackConfig) -> dict[str, Any] | None:
         "containers": [
             {
                 "name": COMPONENT_REAPER,
-                "image": cfg.reaper.image or cfg.sessions.image,
+                "image": cfg.reaper.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["gamgui-session", "reap"],
                 "env": _runtime_env(cfg),
