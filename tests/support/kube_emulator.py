@@ -217,6 +217,9 @@ class KubeEmulator:
         self._faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.on_create: list[Callable[[str, Obj], None]] = []
+        #: Called (outside the lock) with each deleted object, garbage collection included.
+        self.on_delete: list[Callable[[str, Obj], None]] = []
+        self._graveyard: list[tuple[str, Obj]] = []
         self.denied: set[tuple[str, str]] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -356,7 +359,9 @@ class KubeEmulator:
     def remove(self, plural: str, namespace: str, name: str) -> bool:
         """Delete an object directly (with garbage collection)."""
         with self._lock:
-            return self._delete((plural, namespace, name))
+            removed = self._delete((plural, namespace, name))
+        self._flush_deleted()
+        return removed
 
     # --- internals (call with the lock held) ------------------------------------
     def _next_rv(self) -> str:
@@ -390,8 +395,17 @@ class KubeEmulator:
             return False
         obj["metadata"]["resourceVersion"] = self._next_rv()
         self._record_event(key[0], "DELETED", obj)
+        self._graveyard.append((key[0], copy.deepcopy(obj)))
         self._collect_garbage()
         return True
+
+    def _flush_deleted(self) -> None:
+        """Tell the ``on_delete`` hooks (call without the lock held)."""
+        with self._lock:
+            dead, self._graveyard = self._graveyard, []
+        for plural, obj in dead:
+            for hook in list(self.on_delete):
+                hook(plural, obj)
 
     def _collect_garbage(self) -> None:
         uids = {o["metadata"]["uid"] for o in self._objects.values()}
@@ -452,7 +466,9 @@ class KubeEmulator:
                 return self._patch(key, body or {}, subresource=sub)
             if method == "DELETE":
                 self._delete(key)
-                return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}
+        if method == "DELETE" and name is not None:
+            self._flush_deleted()
+            return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}
         raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported on {path}")
 
     def _special(self, method: str, path: str, body: Obj) -> Obj | None:
