@@ -119,6 +119,8 @@ def test_a_closed_session_is_gone_from_the_proxy_and_its_process_stopped(
     assert not is_alive(record.process)
     assert backend.get(session.session_id) is None
     assert record.address not in backend.state.hosts_path.read_text()
+    assert not backend.state.session_home(session.session_id).exists()  # GAM config gone too
+    assert not backend.state.token_path(session.session_id).exists()
     with pytest.raises(SessionUnreachableError) as info:
         SessionConnection.open(
             _url(proxy_ws_base, session.session_id), session.token.get_secret_value()

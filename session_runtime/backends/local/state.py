@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -211,8 +212,12 @@ class StateDir:
             return None
 
     def remove_session(self, session_id: str) -> bool:
-        """Forget the session's record and token; True if a record existed."""
+        """Forget the session's record, token and home (its GAM config); True if any existed."""
         existed = False
+        home = self.session_home(session_id)
+        if home.exists():
+            shutil.rmtree(home, ignore_errors=True)
+            existed = True
         for path in (self._session_path(session_id), self._token_path(session_id)):
             try:
                 path.unlink()
