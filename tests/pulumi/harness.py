@@ -8,6 +8,7 @@ arrays as JSON, secret keys listed.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import json
@@ -136,4 +137,11 @@ def run_stack(config: dict[str, Any], *, secrets: dict[str, str] | None = None) 
             outputs[name] = _sync_await(pulumi.Output.from_input(value).future())
         return StackRun(mocks.declared, outputs)
 
-    return contextvars.Context().run(body)
+    # A loop of our own: one left closed by an asyncio test must not break the run.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return contextvars.Context().run(body)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
