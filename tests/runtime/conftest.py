@@ -24,6 +24,7 @@ import pytest
 from session_runtime.backends.local import LocalStack
 from session_runtime.manager import SessionManager
 from session_runtime.settings import load_settings
+from tests.kubernetes.harness import KubeCluster, emulated_cluster
 from tests.support.local_stack import running_stack
 
 __all__ = ["BACKENDS", "ManagerFactory", "StackHandle", "register_backend"]
@@ -82,6 +83,19 @@ def _local(request: pytest.FixtureRequest) -> ManagerFactory:
         return SessionManager.from_settings(settings)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """An emulated Kubernetes API with a kubelet that runs real agents, for the whole run."""
+    with emulated_cluster(tmp_path_factory.mktemp("kube-agents")) as cluster:
+        yield cluster
+
+
+@register_backend("kubernetes")
+def _kubernetes(request: pytest.FixtureRequest) -> ManagerFactory:
+    cluster: KubeCluster = request.getfixturevalue("kube_cluster")
+    return cluster.manager
 
 
 @pytest.fixture(params=sorted(BACKENDS))
