@@ -12,8 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pulumi_policy import PolicyPack
+from pulumi_policy import EnforcementLevel, PolicyPack
 
 from policy.rules import POLICIES
 
-PolicyPack(name="gamgui-websocket", policies=POLICIES)
+PolicyPack(
+    name="gamgui-websocket",
+    policies=POLICIES,
+    enforcement_level=EnforcementLevel.MANDATORY,
+    description="Mandatory security and sizing rules for the gamgui WebSocket stack.",
+)
