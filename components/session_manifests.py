@@ -20,7 +20,12 @@ from components.proxy_manifests import (
 )
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
-from session_runtime.spec import session_template_pod, session_token_secret, stamp_session_pod
+from session_runtime.spec import (
+    SessionPodConfig,
+    session_template_pod,
+    session_token_secret,
+    stamp_session_pod,
+)
 
 __all__ = [
     "BLOCKED_EGRESS_CIDRS",
@@ -45,7 +50,8 @@ __all__ = [
     "session_service_account",
 ]
 
-SESSION_SERVICE_ACCOUNT = "gamgui-session"
+#: The sessions' ServiceAccount: the one the session pod spec names.
+SESSION_SERVICE_ACCOUNT: str = SessionPodConfig.model_fields["service_account_name"].default
 RUNTIME_SERVICE_ACCOUNT = "gamgui-runtime"
 QUOTA_NAME = "gamgui-sessions"
 REAPER_NAME = "gamgui-session-reaper"

@@ -327,3 +327,17 @@ def test_pure_builders_and_spec_import_without_pulumi() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "50"
+
+
+def test_service_accounts_the_pods_name_are_declared(dev_run: StackRun) -> None:
+    accounts = {m["metadata"]["name"]: m for m in dev_run.manifests("ServiceAccount")}
+    for kind, name in (
+        ("PodTemplate", naming.SESSION_TEMPLATE_NAME),
+        ("Deployment", DEFAULT_DEPLOYMENT),
+        ("CronJob", REAPER_NAME),
+    ):
+        assert _pod_template(dev_run.one(kind, name))["spec"]["serviceAccountName"] in accounts
+    session_sa = _pod_template(dev_run.one("PodTemplate", naming.SESSION_TEMPLATE_NAME))
+    assert (
+        accounts[session_sa["spec"]["serviceAccountName"]]["automountServiceAccountToken"] is False
+    )
