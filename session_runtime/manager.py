@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from session_runtime.errors import (
+    BackendUnavailableError,
     HandshakeRejectedError,
     InvalidNameError,
     SessionConnectError,
@@ -115,6 +116,23 @@ def local_stack_settings(settings: WebSocketSettings) -> WebSocketSettings:
     return settings.model_copy(update=update)
 
 
+def _local_stack_preflight(settings: WebSocketSettings) -> Callable[[], None]:
+    """Return a check that the local stack runs (its URLs cannot be known otherwise)."""
+    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
+
+    stack = LocalStack(Path(settings.local_state_dir))
+
+    def preflight() -> None:
+        if stack.proxy_url() is None:
+            raise BackendUnavailableError(
+                "The local stack is not running",
+                cause=f"state directory {settings.local_state_dir}",
+                hint="start it with `gamgui-session local up`",
+            )
+
+    return preflight
+
+
 class SessionManager:
     """Create, use, list, close and reap sessions through one backend.
 
@@ -122,6 +140,7 @@ class SessionManager:
         settings: the validated WEBSOCKET_* settings.
         backend: where sessions live (``backends.get_backend(settings)``).
         connector: how to open a WebSocket connection; tests swap it.
+        preflight: raises when the backend's infrastructure is known to be down.
     """
 
     def __init__(
@@ -130,10 +149,12 @@ class SessionManager:
         backend: SessionBackend,
         *,
         connector: Connector | None = None,
+        preflight: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.connector: Connector = connector or _open_connection
+        self._preflight = preflight
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings | None = None) -> SessionManager:
@@ -152,14 +173,28 @@ class SessionManager:
         from session_runtime.backends import get_backend  # noqa: PLC0415 - avoids a cycle
 
         settings = settings or load_settings()
+        preflight = None
         if settings.backend == "local":
             settings = local_stack_settings(settings)
-        return cls(settings, get_backend(settings))
+            preflight = _local_stack_preflight(settings)
+        return cls(settings, get_backend(settings), preflight=preflight)
 
     # --- helpers -------------------------------------------------------------
     def _check_enabled(self) -> None:
         if not self.settings.enabled:
             raise SessionsDisabledError()
+
+    def preflight(self) -> None:
+        """Fail fast when the backend's infrastructure is known to be down.
+
+        With the local backend: the local stack must be running. Otherwise a no-op
+        (a cluster's health shows in the calls themselves).
+
+        Raises:
+            BackendUnavailableError: with what to start.
+        """
+        if self._preflight is not None:
+            self._preflight()
 
     def _info(self, session: BackendSession) -> SessionInfo:
         return SessionInfo(
@@ -291,6 +326,7 @@ class SessionManager:
             SessionsDisabledError, SessionNotFoundError, SessionJoinError, SessionConnectError.
         """
         self._check_enabled()
+        self.preflight()
         session = self._require(session_id)
         return self.connector(
             self.settings.session_url(session.session_id),

@@ -161,7 +161,8 @@ def check_proxy(
 ) -> CheckReport:
     """Check the proxy: health, clean refusals, and the default session end to end.
 
-    Steps: ``health`` (GET /healthz answers 200 ``{"status": "ok"}``),
+    Steps: ``backend`` (its infrastructure is not known to be down),
+    ``health`` (GET /healthz answers 200 ``{"status": "ok"}``),
     ``invalid-path-refused`` (an invalid id gets nginx's own JSON 404),
     ``unknown-session-refused`` (a valid but unknown id gets a JSON error with a code),
     ``default-session`` (the default session completes a handshake and a ping).
@@ -175,6 +176,9 @@ def check_proxy(
     rec = _Recorder("proxy", base)
 
     def body(rec: _Recorder) -> None:
+        with rec.step("backend") as detail:
+            mgr.preflight()
+            detail.append(f"{mgr.backend.name} backend")
         with rec.step("health") as detail:
             status, payload = _http_get(base + naming.HEALTH_PATH)
             if status != 200 or not payload or payload.get("status") != "ok":
@@ -243,6 +247,7 @@ def check_session(
 
     def body(rec: _Recorder) -> None:
         with rec.step("exists") as detail:
+            mgr.preflight()
             info = mgr.get_session(sid)
             detail.append(f"status {info.status.value}")
         with rec.step("ready") as detail:

@@ -135,6 +135,7 @@ def test_test_proxy_passes_on_the_local_stack(cli: Cli) -> None:
     report = json.loads(cli("test-proxy", "--json").stdout)
     assert report["ok"] is True
     assert [s["name"] for s in report["steps"]] == [
+        "backend",
         "health",
         "invalid-path-refused",
         "unknown-session-refused",

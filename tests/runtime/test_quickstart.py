@@ -107,4 +107,8 @@ def test_quickstart_runs_gam_version_through_the_proxy_and_local_down_leaves_not
     assert after.returncode == 1 and json.loads(after.stdout)["running"] is False
     send = _run([*cli, "send", "--id", "default", "--", "version"], env, checkout)
     assert send.returncode == 1
-    assert send.stderr.startswith("error: ")
+    assert send.stderr.startswith("error: The local stack is not running")
+    assert "gamgui-session local up" in send.stderr
+    proxy = _run([*cli, "test-proxy", "--json"], env, checkout)
+    assert proxy.returncode == 1
+    assert json.loads(proxy.stdout)["first_failure"]["name"] == "backend"

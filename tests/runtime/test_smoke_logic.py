@@ -73,13 +73,14 @@ def test_check_proxy_passes_every_step_on_a_healthy_proxy(proxy: ThreadingHTTPSe
     report = check_proxy(manager=_manager(proxy.server_address[1], network))
     assert report.ok, report
     assert [s.name for s in report.steps] == [
+        "backend",
         "health",
         "invalid-path-refused",
         "unknown-session-refused",
         "default-session",
     ]
     assert report.first_failure is None
-    assert "502 session_unavailable" in report.steps[2].detail
+    assert "502 session_unavailable" in report.steps[3].detail
     assert network.opened[-1].pings == 1
 
 
@@ -87,7 +88,7 @@ def test_check_proxy_stops_at_an_unhealthy_proxy(proxy: ThreadingHTTPServer) -> 
     _Proxy.health_status = 503
     report = check_proxy(manager=_manager(proxy.server_address[1], FakeNetwork()))
     assert not report.ok
-    assert [s.name for s in report.steps] == ["health"]
+    assert [s.name for s in report.steps] == ["backend", "health"]
     assert report.first_failure is not None
     assert "answered 503" in report.first_failure.detail
 

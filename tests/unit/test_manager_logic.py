@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from session_runtime.errors import (
+    BackendUnavailableError,
     InvalidNameError,
     InvalidSessionIdError,
     SessionConnectError,
@@ -259,3 +260,15 @@ def test_explicit_urls_are_kept_for_the_local_backend(monkeypatch: pytest.Monkey
     )
     settings = load_settings(backend="local")
     assert local_stack_settings(settings) is settings
+
+
+def test_preflight_failures_stop_connect_before_the_backend_is_asked(
+    settings: WebSocketSettings, backend: FakeBackend, network: FakeNetwork
+) -> None:
+    def down() -> None:
+        raise BackendUnavailableError("The local stack is not running", hint="local up")
+
+    manager = SessionManager(settings, backend, connector=network, preflight=down)
+    with pytest.raises(BackendUnavailableError, match="local stack is not running"):
+        manager.connect("default")
+    assert network.opened == []
