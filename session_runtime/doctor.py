@@ -100,9 +100,11 @@ class _Checklist:
         try:
             ok, detail, hint = check()
         except SessionError as exc:
-            return self.add(
-                name, False, exc.message + (f": {exc.cause}" if exc.cause else ""), exc.hint
-            )
+            detail = exc.message + (f": {exc.cause}" if exc.cause else "")
+            return self.add(name, False, detail, exc.hint)
+        except Exception as exc:  # a checklist reports every failure, it never crashes
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            return self.add(name, False, detail, "unexpected error; rerun with the API reachable")
         return self.add(name, ok, detail, hint)
 
     def skip(self, names: list[str], why: str) -> None:
@@ -306,7 +308,8 @@ def run_doctor(
 
             manager = SessionManager.from_settings(settings)
     except SessionError as exc:
-        lines.add("default-session", False, exc.message, exc.hint)
+        detail = exc.message + (f": {exc.cause}" if exc.cause else "")
+        lines.add("default-session", False, detail, exc.hint)
         return DoctorReport(checks=lines.lines)
     lines.run("default-session", lambda: _session_check(manager, DEFAULT_SESSION_ID))
     if full:

@@ -1,5 +1,8 @@
 """A whole emulated cluster for manager-level tests: API emulator, kubelet with real agents.
 
+The agents run the stand-in GAM from :mod:`tests.support.fake_gam` (fast and
+offline); what is under test here is the path to it, not GAM.
+
 Session pods that become Ready run a real agent process (the kubelet starts it
 with the token from the pod's Secret). The manager reaches it through a
 connector that maps the session's proxy URL to its agent, standing in for nginx
@@ -21,6 +24,7 @@ from session_runtime.errors import SessionConnectError
 from session_runtime.manager import Connector, SessionManager
 from session_runtime.settings import WebSocketSettings, load_settings
 from tests.kubernetes.conftest import NAMESPACE, make_backend, seed_cluster
+from tests.support.fake_gam import fake_gam_bin
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.kubelet import Kubelet
 
@@ -73,7 +77,7 @@ def emulated_cluster(agents_dir: Path) -> Iterator[KubeCluster]:
     """Run an emulator and a kubelet with real agents; both always stop."""
     emulator = KubeEmulator()
     emulator.start()
-    kubelet = Kubelet(emulator, agents_dir=agents_dir)
+    kubelet = Kubelet(emulator, agents_dir=agents_dir, gam_bin=fake_gam_bin(agents_dir))
     try:
         seed_cluster(emulator)
         yield KubeCluster(emulator, kubelet)

@@ -75,14 +75,20 @@ class Kubelet:
         emulator: the API emulator to watch and write to.
         default: the outcome for pods without a plan.
         agents_dir: when given, Ready pods run a real agent process (logs go here).
+        gam_bin: the GAM those agents run (default: the real gam7).
     """
 
     def __init__(
-        self, emulator: KubeEmulator, default: str = "ready", agents_dir: Path | None = None
+        self,
+        emulator: KubeEmulator,
+        default: str = "ready",
+        agents_dir: Path | None = None,
+        gam_bin: str | None = None,
     ) -> None:
         self.emulator = emulator
         self.default = default
         self.agents_dir = agents_dir
+        self.gam_bin = gam_bin
         self.agents: dict[str, RunningAgent] = {}
         self._agents_lock = threading.Lock()
         self.plans: dict[str, str] = {}
@@ -139,7 +145,7 @@ class Kubelet:
         if sid is None or secret is None:
             return False
         token = base64.b64decode(secret["data"][naming.TOKEN_SECRET_KEY]).decode()
-        agent = start_agent(sid, token, tmp_path=self.agents_dir)
+        agent = start_agent(sid, token, tmp_path=self.agents_dir, gam_bin=self.gam_bin)
         with self._agents_lock:
             stale = self.agents.pop(sid, None)
             self.agents[sid] = agent

@@ -198,6 +198,12 @@ class KubeApi:
             attempt += 1
             try:
                 return fn()
+            except ValueError as exc:  # msgspec: the API sent an object the models reject
+                raise BackendError(
+                    f"Kubernetes API answer to {what} could not be read",
+                    cause=str(exc)[:300],
+                    hint="the API server and the client disagree on the object's schema",
+                ) from None
             except (httpx2.HTTPError, ApiError) as exc:
                 code, _, _ = api_reason(exc)
                 if code is not None and code in accepted:

@@ -1,0 +1,170 @@
+"""doctor: every check in order, each pass/fail with a hint, the exit code tells the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube.config.kubeconfig import KubeConfig
+
+from session_runtime import naming
+from session_runtime.backends.kubernetes import RetryPolicy
+from session_runtime.backends.kubernetes.api import KubeApi
+from session_runtime.doctor import DoctorReport, run_doctor
+from session_runtime.manager import SessionManager
+from tests.kubernetes.conftest import NAMESPACE, request
+from tests.kubernetes.harness import KubeCluster, emulated_cluster
+
+ORDER = [
+    "settings",
+    "api",
+    "rbac",
+    "pod-template",
+    "session-service",
+    "resource-quota",
+    "proxy",
+    "default-session",
+]
+
+
+def _install_stack(cluster: KubeCluster, *, proxy_ready: int = 1) -> None:
+    """What `pulumi up` leaves in the namespace (besides the template and quota)."""
+    emu = cluster.emulator
+    emu.put(
+        "services",
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": naming.SESSION_SERVICE_NAME, "namespace": NAMESPACE},
+         "spec": {"clusterIP": "None", "ports": [{"port": naming.AGENT_PORT}]}},
+    )  # fmt: skip
+    emu.put(
+        "deployments",
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": naming.PROXY_SERVICE_NAME, "namespace": NAMESPACE},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "proxy"}},
+                  "template": {"metadata": {"labels": {"app": "proxy"}},
+                               "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}},
+         "status": {"readyReplicas": proxy_ready}},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[KubeCluster]:
+    with emulated_cluster(tmp_path) as made:
+        yield made
+
+
+def _doctor(cluster: KubeCluster, manager: SessionManager, *, full: bool = False) -> DoctorReport:
+    api = KubeApi(
+        KubeConfig.from_dict(cluster.emulator.kubeconfig(NAMESPACE)),
+        NAMESPACE,
+        retry=RetryPolicy(attempts=2, base_delay=0.01, request_timeout=2.0),
+        trust_env=False,
+    )
+    try:
+        return run_doctor(manager.settings, full=full, api=api, manager=manager)
+    finally:
+        api.close()
+
+
+def _line(report: DoctorReport, name: str) -> tuple[bool | None, str, str | None]:
+    found = next(c for c in report.checks if c.name == name)
+    return found.ok, found.detail, found.hint
+
+
+def test_a_healthy_stack_passes_every_check_in_order_and_the_round_trip(
+    cluster: KubeCluster,
+) -> None:
+    manager = cluster.manager(max_sessions=5)
+    _install_stack(cluster)
+    manager.backend.create(request("default"))
+    manager.backend.wait_ready("default", timeout=30)
+    report = _doctor(cluster, manager, full=True)
+    assert [c.name for c in report.checks] == [*ORDER, "test-session"]
+    assert report.ok, report.render()
+    assert report.exit_code == 0
+    assert "all 13 verbs allowed" in _line(report, "rbac")[1]
+    assert "pods=5 (Terminating scope)" in _line(report, "resource-quota")[1]
+    assert "1/2 replicas ready" in _line(report, "proxy")[1]
+    assert "'version' exited 0" in _line(report, "default-session")[1]
+    assert _line(report, "test-session")[1].endswith("(closed)")
+    assert [s.session_id for s in manager.list_sessions()] == ["default"]
+    assert report.render().splitlines()[-1] == "doctor: all checks passed"
+
+
+def test_missing_verbs_pieces_and_an_unready_proxy_each_fail_with_a_hint(
+    cluster: KubeCluster,
+) -> None:
+    manager = cluster.manager()
+    _install_stack(cluster, proxy_ready=0)
+    cluster.emulator.remove("resourcequotas", NAMESPACE, "gamgui-sessions")
+    cluster.emulator.remove("podtemplates", NAMESPACE, naming.SESSION_TEMPLATE_NAME)
+    cluster.emulator.denied = {("watch", "pods"), ("patch", "secrets")}
+    report = _doctor(cluster, manager)
+    assert [c.name for c in report.checks] == ORDER
+    assert report.exit_code == 1
+    expected = {
+        "settings": True,
+        "api": True,
+        "rbac": False,
+        "pod-template": False,
+        "session-service": True,
+        "resource-quota": False,
+        "proxy": False,
+        "default-session": False,
+    }
+    assert {c.name: c.ok for c in report.checks} == expected
+    _, detail, hint = _line(report, "rbac")
+    assert detail == "not allowed: watch pods, patch secrets"
+    assert hint and "Role" in hint
+    assert "PodTemplate gamgui-session not found" in _line(report, "pod-template")[1]
+    assert "0/2 replicas ready" in _line(report, "proxy")[1]
+    assert "default: step exists failed" in _line(report, "default-session")[1]
+    assert all(c.hint for c in report.checks if c.ok is False)
+    rendered = report.render()
+    assert "FAIL  rbac" in rendered and "      hint: " in rendered
+    assert rendered.splitlines()[-1].startswith("doctor: failed: rbac, pod-template")
+
+
+def test_an_unreachable_api_fails_once_and_skips_what_depends_on_it(
+    cluster: KubeCluster,
+) -> None:
+    manager = cluster.manager()
+    dead = KubeConfig.from_dict(
+        {**cluster.emulator.kubeconfig(NAMESPACE),
+         "clusters": [{"name": "emulator", "cluster": {"server": "http://127.0.0.1:9"}}]}
+    )  # fmt: skip
+    api = KubeApi(dead, NAMESPACE, retry=RetryPolicy(attempts=2, base_delay=0.01), trust_env=False)
+    try:
+        report = run_doctor(manager.settings, api=api, manager=manager)
+    finally:
+        api.close()
+    ok, detail, hint = _line(report, "api")
+    assert ok is False and "Kubernetes API unavailable" in detail and hint
+    skipped = [c.name for c in report.checks if c.ok is None]
+    assert skipped == ["rbac", "pod-template", "session-service", "resource-quota", "proxy"]
+    assert report.exit_code == 1
+
+
+def test_invalid_settings_fail_first_and_stop_the_checklist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBSOCKET_SESSION_PATH_TEMPLATE", "/ws/session/no-placeholder/")
+    report = run_doctor()
+    ok, detail, hint = _line(report, "settings")
+    assert ok is False
+    assert "WEBSOCKET_SESSION_PATH_TEMPLATE must contain {{SESSION_ID}}" in detail
+    assert hint
+    assert all(c.ok is None for c in report.checks[1:])
+    assert report.exit_code == 1
+
+
+def test_the_local_backend_skips_the_cluster_checks(cluster: KubeCluster, tmp_path: Path) -> None:
+    manager = cluster.manager()
+    local = manager.settings.model_copy(update={"backend": "local", "local_state_dir": tmp_path})
+    report = run_doctor(
+        local, manager=SessionManager(local, manager.backend, connector=manager.connector)
+    )
+    skipped = {c.name for c in report.checks if c.ok is None}
+    assert skipped == {"api", "rbac", "pod-template", "session-service", "resource-quota", "proxy"}
+    assert _line(report, "settings")[0] is True
