@@ -6,6 +6,9 @@ import threading
 
 import pytest
 
+from session_runtime.backends.local import LocalBackend
+from session_runtime.backends.local.processes import is_alive
+from session_runtime.backends.local.state import ProcessRecord
 from session_runtime.errors import (
     SessionLimitError,
     SessionNotFoundError,
@@ -105,6 +108,16 @@ def test_twenty_concurrent_creates_with_max_five_give_five_sessions_and_fifteen_
     assert all("Maximum number of sessions (5) reached" in str(e) for e in limited)
     alive = {s.session_id for s in manager.list_sessions()} & set(ids)
     assert alive == set(created)
+    processes = _agent_processes(manager, created)
     for sid in created:
         assert manager.close_session(sid)
     assert {s.session_id for s in manager.list_sessions()} & set(ids) == set()
+    assert [p for p in processes if is_alive(p)] == []
+
+
+def _agent_processes(manager: SessionManager, ids: list[str]) -> list[ProcessRecord]:
+    """The agents' process records, where the backend runs processes (the local stack)."""
+    if not isinstance(manager.backend, LocalBackend):
+        return []
+    records = [manager.backend.state.read_session(sid) for sid in ids]
+    return [r.process for r in records if r is not None]
