@@ -61,7 +61,8 @@ def test_the_architecture_page_has_a_mermaid_diagram() -> None:
 @pytest.mark.parametrize("path", PATHS, ids=OWN_DOCS)
 def test_every_cli_command_named_is_a_real_command(path: Path) -> None:
     commands = _cli_commands()
-    named = re.findall(r"gamgui-session ((?:local )?[a-z][a-z-]+)", _text(path))
+    pattern = r"(?:^|[`(])gamgui-session ((?:local )?[a-z][a-z-]+)"
+    named = re.findall(pattern, _text(path), flags=re.MULTILINE)
     assert named or path.name == "security.md"
     unknown = sorted({n for n in named if n not in commands})
     assert not unknown, f"{path.name} names commands the CLI does not have: {unknown}"
@@ -128,3 +129,22 @@ def test_the_security_page_names_the_real_policy_rules() -> None:
     text = _text(DOCS / "security.md")
     for policy in POLICIES:
         assert f"`{policy.name}`" in text, policy.name
+
+
+def test_troubleshooting_quotes_only_real_doctor_checks() -> None:
+    from session_runtime import doctor
+
+    checks = {"settings", "api", "default-session", "test-session", *doctor._CLUSTER_CHECKS}
+    text = _text(DOCS / "troubleshooting.md")
+    quoted = set(re.findall(r"^(?:PASS|FAIL|SKIP)  (\S+)", text, flags=re.MULTILINE))
+    assert {"settings", "default-session", "pod-template", "proxy"} <= quoted
+    assert not sorted(quoted - checks)
+
+
+def test_troubleshooting_quotes_the_doctor_line_for_each_classic_error() -> None:
+    sections = re.split(r"^## ", _text(DOCS / "troubleshooting.md"), flags=re.MULTILINE)
+    by_title = {s.splitlines()[0]: s for s in sections[1:]}
+    for error in (errors.SessionsDisabledError(), errors.SessionJoinError()):
+        assert re.search(rf"^FAIL .*{re.escape(error.message)}", by_title[error.message], re.M)
+    connect = by_title[errors.SessionConnectError().message]
+    assert re.search(r"^FAIL .*Failed to connect to session", connect, re.M)
