@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SessionError as exc:
         print_error(exc, as_json=as_json)
         return EXIT_FAILURE
+    except OSError as exc:  # e.g. an unreadable state directory: one line, not a traceback
+        print_error(SessionError("Operating system error", cause=str(exc)), as_json=as_json)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED

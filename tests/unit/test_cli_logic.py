@@ -234,3 +234,15 @@ def test_progress_is_held_back_during_the_first_moment(
     loud = ProgressPrinter(after_s=0)
     loud(ProgressEvent(session_id="s", phase="p", message="pulling image"))
     assert capsys.readouterr().err == "... s: pulling image\n"
+
+
+def test_an_os_error_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> list[object]:
+        raise PermissionError(13, "Permission denied", "/state/sessions")
+
+    monkeypatch.setattr(manager, "list_sessions", broken)
+    code, out, err = run(capsys, "list")
+    assert code == 1 and out == ""
+    assert err == "error: Operating system error: [Errno 13] Permission denied: '/state/sessions'\n"
