@@ -126,6 +126,13 @@ class CommandRun:
     async def run(self) -> RunOutcome:
         """Start the process, stream it to the end and return how it ended."""
         started = time.monotonic()
+        if self._stop_reason is not None:  # stopped while waiting for its turn
+            return RunOutcome(
+                128 + signal.SIGTERM,
+                0,
+                cancelled=self._stop_reason == "cancelled",
+                detached=self._stop_reason == "detached",
+            )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -141,8 +148,6 @@ class CommandRun:
             await self._emit("stderr", f"cannot execute {self.argv[0]}: {exc.strerror}\n")
             return RunOutcome(NOT_EXECUTABLE_CODE, _ms_since(started))
         self._proc = proc
-        if self._stop_reason is not None:  # stopped before the process existed
-            self.stop(self._stop_reason)
         timer = None
         if self._timeout > 0:
             timer = asyncio.get_running_loop().call_later(self._timeout, self.stop, "timed_out")
