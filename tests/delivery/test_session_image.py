@@ -9,6 +9,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,41 @@ def test_every_copied_source_exists_in_the_repository(
             continue
         for source in rest.split()[:-1]:
             assert (ROOT / source).exists(), source
+
+
+#: Installed here by other extras, absent from the session image (agent extra only).
+NOT_IN_THE_IMAGE = (
+    "lightkube",
+    "websocket",
+    "httpx",
+    "pulumi",
+    "pulumi_kubernetes",
+    "pulumi_policy",
+    "pulumi_random",
+    "yaml",
+    "psutil",
+    "kubernetes_validate",
+)
+
+
+def test_the_agent_imports_without_anything_the_agent_extra_leaves_out() -> None:
+    script = (
+        "import importlib, pkgutil, sys\n"
+        f"for name in {NOT_IN_THE_IMAGE!r}:\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        "import session_runtime.agent as agent\n"
+        "for mod in pkgutil.iter_modules(agent.__path__):\n"
+        "    if mod.name != '__main__':\n"
+        "        importlib.import_module(f'session_runtime.agent.{mod.name}')\n"
+        "print('imported')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
