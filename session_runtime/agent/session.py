@@ -144,7 +144,7 @@ class Session:
 
     def next_id(self) -> str:
         """Return an id for a command that came without one."""
-        return f"c{next(self._ids)}"
+        return f"auto-{next(self._ids)}"
 
     # --- jobs -----------------------------------------------------------------
     def start(self, job_id: str, argv: list[str], owner: object, send: Send) -> Job:
