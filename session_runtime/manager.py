@@ -10,6 +10,7 @@ path a browser will use.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 
 from session_runtime.errors import (
     BackendUnavailableError,
+    CommandTimeoutError,
     HandshakeRejectedError,
     InvalidNameError,
     SessionConnectError,
@@ -264,8 +266,9 @@ class SessionManager:
             remaining = max(deadline - time.monotonic(), 1.0)
             self._handshake(session, min(remaining, HANDSHAKE_RETRY_WINDOW_S), progress)
         except SessionError:
-            if not existed:
-                self.backend.delete(sid)
+            if not existed:  # free the slot; the original error is the one to report
+                with contextlib.suppress(SessionError):
+                    self.backend.delete(sid)
             raise
         return self._info(session).model_copy(update={"status": SessionStatus.READY})
 
@@ -288,7 +291,7 @@ class SessionManager:
                     cause=f"the session refused its own token (HTTP {exc.status})",
                     hint="another session may answer at this id; close it and create it again",
                 ) from exc
-            except (SessionConnectError, HandshakeRejectedError) as exc:
+            except (SessionConnectError, HandshakeRejectedError, CommandTimeoutError) as exc:
                 if time.monotonic() + delay >= deadline:
                     raise SessionConnectError(
                         cause=f"no handshake through the proxy after {attempt} attempts: "

@@ -6,6 +6,7 @@ import pytest
 
 from session_runtime.errors import (
     BackendUnavailableError,
+    CommandTimeoutError,
     InvalidNameError,
     InvalidSessionIdError,
     SessionConnectError,
@@ -272,3 +273,12 @@ def test_preflight_failures_stop_connect_before_the_backend_is_asked(
     with pytest.raises(BackendUnavailableError, match="local stack is not running"):
         manager.connect("default")
     assert network.opened == []
+
+
+def test_a_ping_that_never_answers_is_a_connect_error(
+    manager: SessionManager, network: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("session_runtime.manager.HANDSHAKE_RETRY_WINDOW_S", 0.2)
+    network.refuse = lambda url, token: CommandTimeoutError("no pong within 1s")
+    with pytest.raises(SessionConnectError, match="no pong"):
+        manager.create_session("mute")
