@@ -9,6 +9,7 @@ import pytest
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend
+from session_runtime.errors import BackendError
 from session_runtime.models import SessionStatus
 from session_runtime.settings import WebSocketSettings
 from tests.kubernetes.conftest import (
@@ -75,6 +76,32 @@ def test_closing_removes_a_secret_left_without_its_pod(
     assert emulator.list("secrets", NAMESPACE) == []
 
 
+def test_the_default_sessions_deployment_pod_is_found_by_its_label(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    _put_session(
+        emulator, "default", ip="10.1.0.9", controller=True, name="gamgui-session-default-7d9-x2"
+    )
+    session = backend.get("default")
+    assert session is not None
+    assert session.token.get_secret_value() == "token-default"
+    assert session.status is SessionStatus.READY
+    writes = len(emulator.writes())
+    assert backend.create(request("default")).session_id == "default"
+    assert len(emulator.writes()) == writes
+    assert backend.wait_ready("default", timeout=1).status is SessionStatus.READY
+
+
+def test_the_default_session_cannot_be_closed_by_the_runtime(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    _put_session(emulator, "default", controller=True, name="gamgui-session-default-7d9-x2")
+    with pytest.raises(BackendError, match="managed by a Deployment") as err:
+        backend.delete("default")
+    assert "Pulumi" in (err.value.hint or "")
+    assert emulator.get("secrets", NAMESPACE, naming.session_token_secret_name("default"))
+
+
 # --- reap -------------------------------------------------------------------------
 def _put_session(
     emulator: KubeEmulator,
@@ -85,6 +112,7 @@ def _put_session(
     ready: bool = True,
     ip: str | None = None,
     controller: bool = False,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Store a session pod (and its Secret) in a given state, as if it had lived a while."""
     pod = spec.stamp_session_pod(
@@ -95,6 +123,8 @@ def _put_session(
         credentials_secret=None,
         created_at=created,
     )
+    if name is not None:
+        pod["metadata"]["name"] = name
     if controller:
         emulator.put(
             "replicasets",

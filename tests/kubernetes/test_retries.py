@@ -105,6 +105,7 @@ def test_a_failed_pod_create_leaves_no_secret_behind(
 def test_the_watch_reconnects_after_a_dropped_stream(
     backend: KubernetesBackend, emulator: KubeEmulator, kubelet: Kubelet
 ) -> None:
+    kubelet.wait_for_watch = True  # the pod stays pending until the wait watches it
     backend.create(request("alpha"))
     emulator.inject(Fault(kind="drop", times=1, watch=True, path_contains="/pods"))
     assert backend.wait_ready("alpha", timeout=5).status is SessionStatus.READY

@@ -116,6 +116,23 @@ class KubernetesBackend(SessionBackend):
             self._template = (time.monotonic(), manifest)
         return manifest
 
+    def _find_pod(self, session_id: str) -> Pod | None:
+        """Return the session's pod: by name, else (the default session's Deployment) by label.
+
+        Among labelled pods the Ready one wins, then the newest; terminating pods never do.
+        """
+        pod: Pod | None = self.api.get(Pod, naming.session_pod_name(session_id))
+        if pod is not None:
+            return pod
+        labels = {**naming.session_selector(), naming.LABEL_SESSION_ID: session_id}
+        candidates = [
+            p
+            for p in self.api.list(Pod, labels=labels)
+            if p.metadata is not None and p.metadata.deletionTimestamp is None
+        ]
+        candidates.sort(key=lambda p: (pods.is_ready(p), pods.created_at(p)), reverse=True)
+        return candidates[0] if candidates else None
+
     def _secret(self, session_id: str) -> Secret | None:
         secret: Secret | None = self.api.get(Secret, naming.session_token_secret_name(session_id))
         return secret
@@ -148,7 +165,7 @@ class KubernetesBackend(SessionBackend):
         """
         sid = validate_session_id(request.session_id)
         pod_name = naming.session_pod_name(sid)
-        existing = self.api.get(Pod, pod_name)
+        existing = self._find_pod(sid)
         if existing is not None:
             return self._session(existing)
         if self._live_count() >= request.max_sessions:
@@ -225,16 +242,18 @@ class KubernetesBackend(SessionBackend):
             SessionStartError: it failed (with the reason), vanished, or timed out.
         """
         sid = validate_session_id(session_id)
-        pod_name = naming.session_pod_name(sid)
-        if self.api.get(Pod, pod_name) is None:
+        found = self._find_pod(sid)
+        if found is None or found.metadata is None or not found.metadata.name:
             raise SessionNotFoundError(f"session {sid} does not exist")
-        pod = self.watcher.wait_ready(sid, pod_name, timeout, progress)
+        if pods.is_ready(found):
+            return self._session(found)
+        pod = self.watcher.wait_ready(sid, found.metadata.name, timeout, progress)
         return self._session(pod)
 
     def get(self, session_id: str) -> BackendSession | None:
         """Return the session with its token, or None."""
         sid = validate_session_id(session_id)
-        pod = self.api.get(Pod, naming.session_pod_name(sid))
+        pod = self._find_pod(sid)
         return self._session(pod) if pod is not None else None
 
     def list(self) -> builtins.list[BackendSession]:
@@ -255,8 +274,18 @@ class KubernetesBackend(SessionBackend):
 
         Returns:
             True when either object existed.
+
+        Raises:
+            BackendError: the session is run by a controller (the default session's
+                Deployment); closing it is the stack's job, not the runtime's.
         """
         sid = validate_session_id(session_id)
+        found = self._find_pod(sid)
+        if found is not None and _controlled(found):
+            raise BackendError(
+                f"session {sid} is managed by a Deployment and cannot be closed here",
+                hint="it is declared by the Pulumi stack; change it there",
+            )
         removed_pod = self.api.delete(Pod, naming.session_pod_name(sid))
         removed_secret = self.api.delete(Secret, naming.session_token_secret_name(sid))
         return removed_pod or removed_secret
