@@ -57,13 +57,16 @@ def test_agent_refuses_an_invalid_session_id(tmp_path: Path, fake_gam: str) -> N
 def test_token_is_read_from_the_token_file_and_never_logged(tmp_path: Path, fake_gam: str) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("file-token-abc123\n")
-    with running_agent(
-        "from-file",
-        "",
-        tmp_path=tmp_path,
-        gam_bin=fake_gam,
-        extra_env={naming.ENV_SESSION_TOKEN_FILE: str(token_file)},
-    ) as agent, SessionConnection.open(agent.url, "file-token-abc123") as conn:
+    with (
+        running_agent(
+            "from-file",
+            "",
+            tmp_path=tmp_path,
+            gam_bin=fake_gam,
+            extra_env={naming.ENV_SESSION_TOKEN_FILE: str(token_file)},
+        ) as agent,
+        SessionConnection.open(agent.url, "file-token-abc123") as conn,
+    ):
         assert conn.run("echo hi").exit_code == 0
     assert "file-token-abc123" not in agent.log_path.read_text()
 
@@ -152,9 +155,12 @@ def test_command_timeout_stops_the_command(tmp_path: Path, fake_gam: str) -> Non
     from session_runtime.errors import CommandTimeoutError
 
     env = {naming.ENV_COMMAND_TIMEOUT: "0.5"}
-    with running_agent(
-        "cmd-timeout", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
-    ) as agent, SessionConnection.open(agent.url, TOKEN) as conn:
+    with (
+        running_agent(
+            "cmd-timeout", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
+        ) as agent,
+        SessionConnection.open(agent.url, TOKEN) as conn,
+    ):
         with pytest.raises(CommandTimeoutError, match="session's command timeout"):
             conn.run("sleep 30")
         assert conn.last_exit is not None and conn.last_exit.timed_out is True
@@ -203,3 +209,24 @@ def test_connection_limit_answers_429(tmp_path: Path, fake_gam: str) -> None:
             for conn in conns:
                 conn.close()
     assert os.path.exists(agent.log_path)
+
+
+def test_a_client_joining_while_the_initial_command_runs_gets_its_live_output(
+    tmp_path: Path, fake_gam: str
+) -> None:
+    env = {naming.ENV_SESSION_COMMAND: "sleep 1.5"}
+    with (
+        running_agent(
+            "initial3", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
+        ) as agent,
+        SessionConnection.open(agent.url, TOKEN) as conn,
+    ):
+        assert conn.welcome.busy is True
+        deadline = time.monotonic() + 15
+        while (conn.initial is None or conn.initial.exit is None) and time.monotonic() < deadline:
+            conn.ping()
+            time.sleep(0.1)
+        assert conn.initial is not None and conn.initial.exit is not None
+        assert conn.initial.stdout == "sleeping\n"
+        assert conn.initial.exit.code == 0
+        assert conn.run("echo after").exit_code == 0
