@@ -13,7 +13,7 @@ from session_runtime.backends.kubernetes import RetryPolicy
 from session_runtime.backends.kubernetes.api import KubeApi
 from session_runtime.doctor import DoctorReport, run_doctor
 from session_runtime.manager import SessionManager
-from tests.kubernetes.conftest import NAMESPACE, request
+from tests.kubernetes.conftest import NAMESPACE, request, seed_cluster
 from tests.kubernetes.harness import KubeCluster, emulated_cluster
 
 ORDER = [
@@ -168,3 +168,54 @@ def test_the_local_backend_skips_the_cluster_checks(cluster: KubeCluster, tmp_pa
     skipped = {c.name for c in report.checks if c.ok is None}
     assert skipped == {"api", "rbac", "pod-template", "session-service", "resource-quota", "proxy"}
     assert _line(report, "settings")[0] is True
+
+
+def test_the_cli_prints_the_checklist_and_exits_non_zero_on_failure(
+    cluster: KubeCluster, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    _install_stack(cluster)
+    seed_cluster(cluster.emulator, quota=50)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(cluster.emulator.kubeconfig(NAMESPACE)))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WEBSOCKET_", "KUBERNETES_")) and "proxy" not in k.lower()
+    }
+    env.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "WEBSOCKET_BACKEND": "kubernetes",
+            "WEBSOCKET_NAMESPACE": NAMESPACE,
+            "WEBSOCKET_START_TIMEOUT": "2",
+            "WEBSOCKET_CONNECT_TIMEOUT": "1",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "session_runtime", "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [line.split()[:2] for line in lines if line[:4] in ("PASS", "FAIL")] == [
+        ["PASS", "settings"],
+        ["PASS", "api"],
+        ["PASS", "rbac"],
+        ["PASS", "pod-template"],
+        ["PASS", "session-service"],
+        ["PASS", "resource-quota"],
+        ["PASS", "proxy"],
+        ["FAIL", "default-session"],  # no default session in this namespace
+    ]
+    assert lines[-1] == "doctor: failed: default-session"
