@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run one GAM command in a session, streaming its output as it arrives. "
         "Example: gamgui-session send --id default -- info domain",
     )
-    send.add_argument("--id", dest="session_id", type=session_id_arg, required=True)
+    send.add_argument(
+        "--id", dest="session_id", type=session_id_arg, required=True, help="the session id"
+    )
     send.add_argument("argv", nargs="+", metavar="COMMAND", help="the GAM command, after --")
     add_json_flag(send)
     send.set_defaults(handler=_send)
@@ -48,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "connect",
         help="an interactive GAM prompt in a session (one command per line)",
     )
-    connect.add_argument("--id", dest="session_id", type=session_id_arg, required=True)
+    connect.add_argument(
+        "--id", dest="session_id", type=session_id_arg, required=True, help="the session id"
+    )
     connect.set_defaults(handler=_connect)
 
 

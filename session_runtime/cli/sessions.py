@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Create a session and wait until it answers through the proxy. "
         "The token is printed only with --show-token.",
     )
-    create.add_argument("--id", dest="session_id", type=session_id_arg, help="session id")
+    create.add_argument(
+        "--id", dest="session_id", type=session_id_arg, help="the session id (default: generated)"
+    )
     create.add_argument("--command", help="a GAM command the session runs first")
     create.add_argument("--credentials-secret", help="Secret with the GAM credentials")
     create.add_argument(
@@ -44,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.set_defaults(handler=_create)
 
     close = subparsers.add_parser("close", help="close a session and remove all it owns")
-    close.add_argument("--id", dest="session_id", type=session_id_arg, required=True)
+    close.add_argument(
+        "--id", dest="session_id", type=session_id_arg, required=True, help="the session id"
+    )
     add_json_flag(close)
     close.set_defaults(handler=_close)
 
@@ -78,6 +82,8 @@ def _create(args: argparse.Namespace) -> int:
     print(f"  created: {info.created_at.isoformat()}")
     if args.show_token:
         print(f"  token:   {info.token.get_secret_value()}")
+    else:
+        print("  token:   hidden (--show-token prints it)")
     return EXIT_OK
 
 
