@@ -28,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "test-session",
         help="check a session: ready, handshake through the proxy, a command exits 0",
     )
-    session.add_argument("--id", dest="session_id", type=session_id_arg, default=DEFAULT_SESSION_ID)
+    session.add_argument(
+        "--id",
+        dest="session_id",
+        type=session_id_arg,
+        default=DEFAULT_SESSION_ID,
+        help=f"the session id (default: {DEFAULT_SESSION_ID})",
+    )
     session.add_argument(
         "--command", default="version", help="the GAM command to run (default: version)"
     )
