@@ -166,6 +166,12 @@ class SessionConnection:
         connection = cls(ws, WelcomeMessage(session_id="", agent_version=""), url)
         try:
             first = connection._receive(time.monotonic() + timeout)
+        except CommandTimeoutError:
+            connection.close()
+            raise SessionConnectError(
+                cause=f"{url} sent no welcome within {timeout}s",
+                hint="is this a session agent speaking gamgui.session.v1?",
+            ) from None
         except Exception:
             connection.close()
             raise

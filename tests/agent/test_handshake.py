@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import websocket
@@ -118,3 +119,38 @@ def test_nothing_listening_is_a_connect_error() -> None:
         SessionConnection.open(url, TOKEN, timeout=2)
     assert "Failed to connect to session" in str(info.value)
     assert TOKEN not in str(info.value)
+
+
+def test_a_server_that_never_welcomes_is_a_connect_error(tmp_path: Path) -> None:
+    """A WebSocket server that is not an agent: accepts, then says nothing."""
+    import asyncio
+    import threading
+
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.typing import Subprotocol
+
+    port = free_port()
+    ready = threading.Event()
+    stop: list[asyncio.Future[None]] = []
+
+    async def silent(connection: ServerConnection) -> None:
+        async for _ in connection:  # never answers; ends when the client goes
+            pass
+
+    async def main() -> None:
+        async with serve(silent, "127.0.0.1", port, subprotocols=[Subprotocol(naming.SUBPROTOCOL)]):
+            stop.append(asyncio.get_running_loop().create_future())
+            ready.set()
+            await stop[0]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        url = f"ws://127.0.0.1:{port}{naming.session_path('silent')}"
+        with pytest.raises(SessionConnectError, match=r"sent no welcome within 1\.0s"):
+            SessionConnection.open(url, TOKEN, timeout=1.0)
+    finally:
+        loop.call_soon_threadsafe(stop[0].set_result, None)
+        thread.join(10)

@@ -146,9 +146,13 @@ def test_running_command_keeps_an_idle_agent_alive(tmp_path: Path, fake_gam: str
         "busy-idle", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
     ) as agent:
         with SessionConnection.open(agent.url, TOKEN) as conn:
+            # Longer than the idle timeout: it must run to its end, not be cut off.
             assert conn.run("sleep 2.5").exit_code == 0
-        assert agent.process.poll() is None or agent.events("idle_timeout")
         assert agent.wait_exit(timeout=20) == 0
+    finished = agent.events("command_finished")[-1]
+    idle = agent.events("idle_timeout")[0]
+    assert finished["duration_ms"] >= 2500  # type: ignore[operator]
+    assert idle["ts"] >= finished["ts"]  # type: ignore[operator]
 
 
 def test_command_timeout_stops_the_command(tmp_path: Path, fake_gam: str) -> None:
