@@ -15,6 +15,7 @@ import ipaddress
 import json
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,8 @@ __all__ = ["ORPHAN_GRACE_S", "ActivityProbe", "ReapDecision", "decide", "http_ac
 
 #: Seconds a token Secret may exist without its pod before it counts as orphaned.
 ORPHAN_GRACE_S = 120.0
+#: Agents asked for their activity at once.
+_PROBE_WORKERS = 16
 
 #: Returns the agent's ``last_activity`` (unix seconds) for ``ip:port``, or None if unknown.
 ActivityProbe = Callable[[str], float | None]
@@ -84,6 +87,22 @@ def _finished_reason(pod: Pod) -> str | None:
     return None
 
 
+def _agent_address(pod: Pod) -> str | None:
+    """``podIP:port`` of a Ready pod's agent, else None (only Ready agents are asked)."""
+    if not pods.is_ready(pod) or pod.status is None or not pod.status.podIP:
+        return None
+    return f"{pod.status.podIP}:{pods.agent_port_of(pod)}"
+
+
+def _probe_all(addresses: list[str], probe: ActivityProbe) -> ActivityProbe:
+    """Ask every agent at once (a slow agent must not make the reaper take minutes)."""
+    if not addresses:
+        return probe
+    with ThreadPoolExecutor(max_workers=min(_PROBE_WORKERS, len(addresses))) as pool:
+        answers = dict(zip(addresses, pool.map(probe, addresses), strict=True))
+    return answers.get
+
+
 def _pod_reason(
     pod: Pod, *, now: datetime, idle_timeout: float, max_lifetime: float, probe: ActivityProbe
 ) -> str | None:
@@ -93,9 +112,10 @@ def _pod_reason(
     age = (now - pods.created_at(pod)).total_seconds()
     if age > max_lifetime:
         return f"outlived its lifetime ({age:.0f}s > {max_lifetime:.0f}s)"
-    if not pods.is_ready(pod) or pod.status is None or not pod.status.podIP:
+    address = _agent_address(pod)
+    if address is None:
         return None
-    last = probe(f"{pod.status.podIP}:{pods.agent_port_of(pod)}")
+    last = probe(address)
     if last is None:
         return None
     idle = now.timestamp() - last
@@ -127,6 +147,16 @@ def decide(
     """
     decisions: list[ReapDecision] = []
     with_pod: set[str] = set()
+    candidates = [
+        p
+        for p in pod_list
+        if not _controlled(p)
+        and not (p.metadata and p.metadata.deletionTimestamp is not None)
+        and _finished_reason(p) is None
+        and (now - pods.created_at(p)).total_seconds() <= max_lifetime
+    ]
+    addresses = [a for a in (_agent_address(p) for p in candidates) if a is not None]
+    probe = _probe_all(sorted(set(addresses)), probe)
     for pod in pod_list:
         sid = pods.session_id_of(pod)
         name = pod.metadata.name if pod.metadata else None
