@@ -49,5 +49,8 @@ def test_gam_writes_its_config_under_gamcfgdir_and_finds_no_credentials(
 ) -> None:
     with SessionConnection.open(agent.url, TOKEN) as conn:
         conn.run("version", timeout=120)
-    assert (agent.gam_config_dir / "gam.cfg").is_file()
+    config = (agent.gam_config_dir / "gam.cfg").read_text()
+    # Cache and downloads stay under GAMCFGDIR: a pod's home is read-only.
+    assert f"drive_dir = {agent.gam_config_dir / 'downloads'}" in config
+    assert f"cache_dir = {agent.gam_config_dir / 'gamcache'}" in config
     assert agent.health()["credentials_found"] is False
