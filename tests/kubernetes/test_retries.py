@@ -133,3 +133,10 @@ def test_an_unreachable_api_is_backend_unavailable(settings: WebSocketSettings) 
     finally:
         api.close()
     assert "after 2 attempts" in (err.value.cause or "")
+
+
+def test_backoff_doubles_up_to_its_cap_and_bounds_retry_after() -> None:
+    policy = RetryPolicy(attempts=6, base_delay=0.1, max_delay=0.5)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert policy.delay(1, retry_after=0.3) == 0.3
+    assert policy.delay(1, retry_after=3600) == 0.5
