@@ -31,7 +31,7 @@ from session_runtime.backends.local.processes import (
     wait_for_port,
 )
 from session_runtime.backends.local.state import ProcessRecord, StackRecord, StateDir
-from session_runtime.errors import BackendError
+from session_runtime.errors import BackendError, BackendUnavailableError
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
 
@@ -321,3 +321,18 @@ class LocalStack:
             if not survivors:
                 self.state.clear_stack()
         return survivors
+
+    def require_running(self) -> StackRecord:
+        """Return the stack record, or raise when the stack is not running.
+
+        Raises:
+            BackendUnavailableError: resolver or proxy is not running.
+        """
+        stack = self.state.read_stack()
+        if stack is None or not (is_alive(stack.dns) and is_alive(stack.proxy)):
+            raise BackendUnavailableError(
+                "The local stack is not running",
+                cause=f"state directory {self.state.root}",
+                hint="start it with `gamgui-session local up`",
+            )
+        return stack
