@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from session_runtime.backends.local import LocalBackend
-from session_runtime.backends.local.processes import is_alive
-from session_runtime.backends.local.state import ProcessRecord
+from session_runtime.backends.local.processes import is_alive, port_is_free
+from session_runtime.backends.local.state import SessionRecord
 from session_runtime.errors import (
     SessionLimitError,
     SessionNotFoundError,
@@ -108,16 +108,17 @@ def test_twenty_concurrent_creates_with_max_five_give_five_sessions_and_fifteen_
     assert all("Maximum number of sessions (5) reached" in str(e) for e in limited)
     alive = {s.session_id for s in manager.list_sessions()} & set(ids)
     assert alive == set(created)
-    processes = _agent_processes(manager, created)
+    agents = _local_agents(manager, created)
     for sid in created:
         assert manager.close_session(sid)
     assert {s.session_id for s in manager.list_sessions()} & set(ids) == set()
-    assert [p for p in processes if is_alive(p)] == []
+    assert [r.process.pid for r in agents if is_alive(r.process)] == []
+    assert [(r.address, r.port) for r in agents if not port_is_free(r.address, r.port)] == []
 
 
-def _agent_processes(manager: SessionManager, ids: list[str]) -> list[ProcessRecord]:
-    """The agents' process records, where the backend runs processes (the local stack)."""
+def _local_agents(manager: SessionManager, ids: list[str]) -> list[SessionRecord]:
+    """The agents' records (process, address, port) where the backend runs local processes."""
     if not isinstance(manager.backend, LocalBackend):
         return []
     records = [manager.backend.state.read_session(sid) for sid in ids]
-    return [r.process for r in records if r is not None]
+    return [r for r in records if r is not None]
