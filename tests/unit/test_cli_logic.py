@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from session_runtime.cli import build_parser, main
 from session_runtime.cli._common import ProgressPrinter, command_exit_status
+from session_runtime.cli.command import stream_command
+from session_runtime.client import OutputChunk
 from session_runtime.manager import SessionManager
 from session_runtime.models import CommandResult, ProgressEvent, SessionStatus
+from session_runtime.protocol import ExitMessage
 from session_runtime.settings import load_settings
 from tests.runtime.fakes import FakeBackend, FakeNetwork
 
@@ -246,3 +250,40 @@ def test_an_os_error_is_one_line_not_a_traceback(
     code, out, err = run(capsys, "list")
     assert code == 1 and out == ""
     assert err == "error: Operating system error: [Errno 13] Permission denied: '/state/sessions'\n"
+
+
+class _StreamingConnection:
+    """Yields chunks, then records an exit; or raises Ctrl-C midway when asked."""
+
+    def __init__(self, *, interrupt: bool = False) -> None:
+        self.interrupt = interrupt
+        self.cancelled = False
+        self.last_exit: object | None = None
+
+    def stream(self, argv: object) -> Iterator[OutputChunk]:
+        yield OutputChunk("stdout", "out-1\n")
+        if self.interrupt:
+            raise KeyboardInterrupt
+        yield OutputChunk("stderr", "err-1\n")
+        self.last_exit = ExitMessage(id="c1", code=7, duration_ms=5)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_send_streams_each_chunk_to_its_stream_and_returns_the_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn = _StreamingConnection()
+    assert stream_command(conn, ["info", "domain"]) == 7  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    assert (out, err) == ("out-1\n", "err-1\n")
+
+
+def test_ctrl_c_during_send_cancels_the_command_and_returns_130(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn = _StreamingConnection(interrupt=True)
+    assert stream_command(conn, "sleep 100") == 130  # type: ignore[arg-type]
+    assert conn.cancelled
+    assert "cancelled" in capsys.readouterr().err
