@@ -24,7 +24,7 @@ from session_runtime.errors import (
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import CreateRequest, SessionStatus
 from tests.integration.conftest import SessionFactory
-from tests.support.local_stack import LogCursor
+from tests.support.local_stack import LogCursor, raw_request
 
 
 def _url(base: str, session_id: str) -> str:
@@ -245,8 +245,6 @@ def test_creating_without_a_running_stack_names_the_fix(tmp_path: object) -> Non
 def test_the_access_log_never_contains_the_query_string(
     local_stack: LocalStack, proxy_port: int
 ) -> None:
-    from tests.support.local_stack import raw_request
-
     cursor = LogCursor(local_stack)
     raw_request(proxy_port, "/nowhere?secret=hunter2")
     (entry,) = cursor.access_entries()
