@@ -93,6 +93,9 @@ def _close_reason(data: bytes) -> str:
 class SessionConnection:
     """An open WebSocket to one session's agent. Use :meth:`open`.
 
+    One thread reads at a time (``run``, ``stream``, ``ping``); :meth:`cancel`
+    may be called from another thread while a command streams.
+
     Args:
         ws: a connected ``websocket.WebSocket``.
         welcome: the agent's first message.
