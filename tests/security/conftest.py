@@ -24,7 +24,7 @@ from session_runtime.models import BackendSession, CreateRequest
 from tests.security.helpers import recording_gam_bin
 from tests.support.local_stack import running_stack
 
-__all__ = ["SecureStack", "SessionMaker", "require_stack_tools"]
+__all__ = ["SecureStack", "SessionMaker", "create_ready", "require_stack_tools"]
 
 
 def require_stack_tools() -> None:
@@ -72,22 +72,42 @@ SessionMaker = Callable[..., BackendSession]
 
 
 @pytest.fixture
+def gam_record(secure_stack: SecureStack) -> Path:
+    """The recording GAM's file, emptied for this test."""
+    secure_stack.record.write_text("", encoding="utf-8")
+    return secure_stack.record
+
+
+def create_ready(
+    secure_stack: SecureStack, session_id: str | None = None, *, token: str | None = None
+) -> BackendSession:
+    """Create a session running the recording GAM and wait until its agent answers.
+
+    Args:
+        secure_stack: the suite's stack.
+        session_id: the id; a fresh one when None.
+        token: the token; a fresh random one when None.
+    """
+    sid = session_id or generate_session_id()
+    secure_stack.backend.create(
+        CreateRequest(
+            session_id=sid,
+            token=SecretStr(token or f"tok-{generate_session_id()}-{generate_session_id()}"),
+            credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
+            max_sessions=50,
+        )
+    )
+    return secure_stack.backend.wait_ready(sid, timeout=30)
+
+
+@pytest.fixture
 def make_session(secure_stack: SecureStack) -> Iterator[SessionMaker]:
     """Create ready sessions (recording GAM); every one is closed after the test."""
     created: list[str] = []
 
     def make(session_id: str | None = None, *, token: str | None = None) -> BackendSession:
-        sid = session_id or generate_session_id()
-        created.append(sid)
-        secure_stack.backend.create(
-            CreateRequest(
-                session_id=sid,
-                token=SecretStr(token or f"tok-{generate_session_id()}-{generate_session_id()}"),
-                credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
-                max_sessions=50,
-            )
-        )
-        return secure_stack.backend.wait_ready(sid, timeout=30)
+        created.append(session_id or generate_session_id())
+        return create_ready(secure_stack, created[-1], token=token)
 
     yield make
     for sid in created:
