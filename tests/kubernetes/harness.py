@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from session_runtime import naming
+from session_runtime.backends.kubernetes import KubernetesBackend
 from session_runtime.client import SessionConnection
 from session_runtime.errors import SessionConnectError
 from session_runtime.manager import Connector, SessionManager
@@ -53,6 +54,7 @@ class KubeCluster:
 
     emulator: KubeEmulator
     kubelet: Kubelet
+    backends: list[KubernetesBackend] = field(default_factory=list)
 
     def settings(self, **overrides: object) -> WebSocketSettings:
         """Settings for the Kubernetes backend in the emulated namespace."""
@@ -69,6 +71,7 @@ class KubeCluster:
         settings = self.settings(**overrides)
         seed_cluster(self.emulator, quota=settings.max_sessions)
         backend = make_backend(self.emulator, settings)
+        self.backends.append(backend)
         return SessionManager(settings, backend, connector=agent_connector(self.kubelet))
 
 
@@ -78,9 +81,12 @@ def emulated_cluster(agents_dir: Path) -> Iterator[KubeCluster]:
     emulator = KubeEmulator()
     emulator.start()
     kubelet = Kubelet(emulator, agents_dir=agents_dir, gam_bin=fake_gam_bin(agents_dir))
+    cluster = KubeCluster(emulator, kubelet)
     try:
         seed_cluster(emulator)
-        yield KubeCluster(emulator, kubelet)
+        yield cluster
     finally:
+        for backend in cluster.backends:
+            backend.close()
         kubelet.stop()
         emulator.stop()

@@ -183,6 +183,7 @@ def test_missing_pod_template_is_a_backend_error_naming_it(
     backend = make_backend(emulator, settings)
     with pytest.raises(BackendError, match="PodTemplate 'gamgui-session' not found") as err:
         backend.create(request("alpha"))
+    backend.close()
     assert "doctor" in (err.value.hint or "")
     assert emulator.writes() == []
 
