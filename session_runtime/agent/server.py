@@ -69,7 +69,10 @@ def _error(status: HTTPStatus, code: str, text: str) -> Response:
 def offered_tokens(request: Request) -> list[str]:
     """Return the tokens a request offers: the Bearer header and ``bearer.`` subprotocols."""
     tokens: list[str] = []
-    auth = request.headers.get("Authorization", "")
+    # Authorization is a singleton header: repeated, it is ambiguous and offers nothing
+    # (``headers.get`` would raise MultipleValuesError and answer 500).
+    auths = request.headers.get_all("Authorization")
+    auth = auths[0] if len(auths) == 1 else ""
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         tokens.append(value.strip())
