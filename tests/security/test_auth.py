@@ -150,27 +150,75 @@ def _masked_text_frame(text: str) -> bytes:
     return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
 
 
+def _handshake_head(session_id: str, header_lines: list[str]) -> bytes:
+    return (
+        f"GET {naming.session_path(session_id)} HTTP/1.1\r\n"
+        "Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Protocol: {naming.SUBPROTOCOL}\r\n"
+        + "".join(f"{line}\r\n" for line in header_lines)
+        + "\r\n"
+    ).encode()
+
+
+def _send_raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` at once to the proxy and read until the reply's head and body are in."""
+    return _send_raw_to("127.0.0.1", port, data)
+
+
+def _send_raw_to(host: str, port: int, data: bytes) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            length = next(
+                (int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                 if k.strip().lower() == b"content-length"),
+                None,
+            )  # fmt: skip
+            if sep and length is not None and len(body) >= length:
+                break
+    return reply
+
+
+@pytest.mark.parametrize("right_first", [True, False])
+def test_two_authorization_headers_are_refused_even_if_one_is_right(
+    secure_stack: SecureStack,
+    pair: tuple[BackendSession, BackendSession],
+    gam_record: Path,
+    right_first: bool,
+) -> None:
+    target, other = pair
+    lines = [
+        f"Authorization: Bearer {target.token.get_secret_value()}",
+        f"Authorization: Bearer {other.token.get_secret_value()}",
+    ]
+    if not right_first:
+        lines.reverse()
+    head = _handshake_head(target.session_id, lines)
+    through_proxy = _send_raw(secure_stack.proxy_port, head)
+    # nginx itself refuses a duplicate Authorization line; the agent must too.
+    assert through_proxy.startswith((b"HTTP/1.1 400", b"HTTP/1.1 401")), through_proxy[:200]
+    host, port = str(target.agent_address).rsplit(":", 1)
+    direct = _send_raw_to(host, int(port), head)
+    assert direct.startswith(b"HTTP/1.1 401"), direct[:200]
+    assert b'"code": "unauthorized"' in direct
+    assert executions(gam_record) == []
+
+
 def test_a_command_pipelined_behind_a_refused_handshake_never_runs(
     secure_stack: SecureStack, pair: tuple[BackendSession, BackendSession], gam_record: Path
 ) -> None:
     target, other = pair
-    head = (
-        f"GET {naming.session_path(target.session_id)} HTTP/1.1\r\n"
-        "Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Protocol: {naming.SUBPROTOCOL}\r\n"
-        f"Authorization: Bearer {other.token.get_secret_value()}\r\n\r\n"
-    ).encode()
+    head = _handshake_head(
+        target.session_id, [f"Authorization: Bearer {other.token.get_secret_value()}"]
+    )
     frames = _masked_text_frame('{"type":"command","id":"x","argv":["echo","pwned"]}')
     frames += _masked_text_frame("echo pwned-plain")
-    with socket.create_connection(("127.0.0.1", secure_stack.proxy_port), timeout=10) as sock:
-        sock.sendall(head + frames)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-            if b"\r\n\r\n" in data and b"unauthorized" in data:
-                break
-    assert data.startswith(b"HTTP/1.1 401")
+    reply = _send_raw(secure_stack.proxy_port, head + frames)
+    assert reply.startswith(b"HTTP/1.1 401")
     assert executions(gam_record) == []
     # The session itself still works for its own token, and that run is recorded.
     with SessionConnection.open(
