@@ -246,3 +246,19 @@ def test_reaped_sessions_are_gone_for_every_replica(
         assert {s.session_id for s in other.list()} == {"busy", "mute", "starting", "default"}
     finally:
         other.close()
+
+
+def test_an_id_closed_a_moment_ago_can_be_created_again_once_its_pod_is_gone(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    emulator.pod_grace_s = 0.3
+    first = backend.create(request("again", token="old-token"))
+    old_uid = emulator.get("pods", NAMESPACE, naming.session_pod_name("again"))["metadata"]["uid"]  # type: ignore[index]
+    assert backend.delete("again") is True
+    closing = backend.get("again")
+    assert closing is not None and closing.status is SessionStatus.TERMINATING
+    second = backend.create(request("again", token="new-token"))
+    assert second.token.get_secret_value() == "new-token" != first.token.get_secret_value()
+    pod = emulator.get("pods", NAMESPACE, naming.session_pod_name("again"))
+    assert pod is not None and pod["metadata"]["uid"] != old_uid
+    assert "deletionTimestamp" not in pod["metadata"]

@@ -220,6 +220,10 @@ class KubeEmulator:
         #: Called (outside the lock) with each deleted object, garbage collection included.
         self.on_delete: list[Callable[[str, Obj], None]] = []
         self._graveyard: list[tuple[str, Obj]] = []
+        #: When set, a deleted pod terminates for this many seconds before it is gone
+        #: (as a kubelet honours terminationGracePeriodSeconds); None: gone at once.
+        self.pod_grace_s: float | None = None
+        self._timers: list[threading.Timer] = []
         self.denied: set[tuple[str, str]] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -244,6 +248,8 @@ class KubeEmulator:
     def stop(self) -> None:
         """Stop serving; open watches end."""
         self._stopping.set()
+        for timer in self._timers:
+            timer.cancel()
         with self._lock:
             self._lock.notify_all()
         if self._server is not None:
@@ -399,6 +405,19 @@ class KubeEmulator:
         self._collect_garbage()
         return True
 
+    def _terminate(self, key: Key) -> None:
+        """Graceful pod deletion: mark it now, remove it after ``pod_grace_s``."""
+        obj = self._objects[key]
+        if obj["metadata"].get("deletionTimestamp"):
+            return
+        obj["metadata"]["deletionTimestamp"] = _now_iso()
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self._record_event(key[0], "MODIFIED", obj)
+        timer = threading.Timer(self.pod_grace_s or 0.0, self.remove, args=key)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
     def _flush_deleted(self) -> None:
         """Tell the ``on_delete`` hooks (call without the lock held)."""
         with self._lock:
@@ -465,7 +484,10 @@ class KubeEmulator:
             if method == "PATCH":
                 return self._patch(key, body or {}, subresource=sub)
             if method == "DELETE":
-                self._delete(key)
+                if plural == "pods" and self.pod_grace_s is not None:
+                    self._terminate(key)
+                else:
+                    self._delete(key)
         if method == "DELETE" and name is not None:
             self._flush_deleted()
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}

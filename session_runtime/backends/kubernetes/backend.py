@@ -43,13 +43,16 @@ from session_runtime.models import (
     ProgressCallback,
     ProgressEvent,
     ReapedSession,
+    SessionStatus,
 )
 from session_runtime.settings import WebSocketSettings
 
-__all__ = ["TEMPLATE_CACHE_S", "KubernetesBackend"]
+__all__ = ["TEMPLATE_CACHE_S", "TERMINATION_SLACK_S", "KubernetesBackend"]
 
 #: Seconds a PodTemplate read is reused (a template change reaches new sessions this fast).
 TEMPLATE_CACHE_S = 30.0
+#: Seconds beyond a pod's grace period that a re-create waits for the old pod to go.
+TERMINATION_SLACK_S = 10.0
 
 
 class KubernetesBackend(SessionBackend):
@@ -166,6 +169,9 @@ class KubernetesBackend(SessionBackend):
         sid = validate_session_id(request.session_id)
         pod_name = naming.session_pod_name(sid)
         existing = self._find_pod(sid)
+        if existing is not None and pods.pod_status(existing) is SessionStatus.TERMINATING:
+            self._await_gone(sid, existing)
+            existing = None
         if existing is not None:
             return self._session(existing)
         if self._live_count() >= request.max_sessions:
@@ -206,6 +212,16 @@ class KubernetesBackend(SessionBackend):
                 ProgressEvent(session_id=sid, phase="created", message=f"pod {pod_name} created")
             )
         return self._session(pod)
+
+    def _await_gone(self, session_id: str, pod: Pod) -> None:
+        """Wait out a closed session's terminating pod before its id is used again."""
+        meta = pod.metadata
+        if meta is None or not meta.name:
+            return
+        grace = (pod.spec.terminationGracePeriodSeconds if pod.spec else None) or 30
+        self.watcher.wait_deleted(
+            session_id, meta.name, meta.resourceVersion, float(grace) + TERMINATION_SLACK_S
+        )
 
     def _create_secret(self, manifest: dict[str, Any]) -> bool:
         """Create the token Secret; False if it already existed (a racing create made it)."""

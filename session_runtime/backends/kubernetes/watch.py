@@ -182,6 +182,54 @@ class PodWatcher:
                     await task
             await client.close()
 
+    def wait_deleted(
+        self, session_id: str, pod_name: str, resource_version: str | None, timeout: float
+    ) -> None:
+        """Block until a terminating pod is gone (so its id can be used again).
+
+        Args:
+            session_id: the session (for messages).
+            pod_name: the terminating pod.
+            resource_version: the version last read; the watch starts after it, so a
+                deletion between that read and the watch is not missed.
+            timeout: seconds before giving up.
+
+        Raises:
+            SessionStartError: the pod is still there at the deadline.
+        """
+        run_sync(lambda: self._wait_deleted(session_id, pod_name, resource_version, timeout))
+
+    async def _wait_deleted(
+        self, session_id: str, pod_name: str, resource_version: str | None, timeout: float
+    ) -> None:
+        client = AsyncClient(
+            self.config,
+            namespace=self.namespace,
+            timeout=httpx2.Timeout(self.retry.request_timeout),
+            trust_env=self.trust_env,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                async for kind, _ in client.watch(
+                    Pod,
+                    namespace=self.namespace,
+                    fields={"metadata.name": pod_name},
+                    resource_version=resource_version,
+                    server_timeout=max(1, int(timeout) + 1),
+                    on_error=self._on_error,
+                ):
+                    if kind == "DELETED":
+                        return
+        except TimeoutError:
+            raise SessionStartError(
+                f"session {session_id} is still shutting down after {timeout:g}s",
+                hint="its previous pod is terminating; try again in a moment",
+            ) from None
+        except (httpx2.HTTPError, OSError) as exc:
+            raise to_backend_error(f"watch pod {pod_name}", exc) from None
+        finally:
+            await client.close()
+
     def _source(
         self, client: AsyncClient, res: type[Any], field: str, name: str, timeout: float
     ) -> Callable[[], Any]:
