@@ -235,8 +235,16 @@ def parse_client_message(frame: str | bytes) -> CommandMessage | CancelMessage |
         return CommandMessage(command=frame)
     try:
         data = json.loads(frame)
+        # Lone surrogates (``"\ud800"``) parse but can be neither sent back nor executed.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as exc:
         raise ProtocolViolation(f"malformed JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise ProtocolViolation("malformed JSON: nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ProtocolViolation("invalid Unicode: lone surrogate escapes") from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise ProtocolViolation("malformed JSON: a value out of range") from None
     if not isinstance(data, dict):  # pragma: no cover - '{' guarantees an object or an error
         raise ProtocolViolation("a message must be a JSON object")
     raw_id = data.get("id")
