@@ -138,6 +138,8 @@ class SessionConnection:
             SessionUnreachableError: 502/503/504 from the proxy.
             SessionConnectError: refused, DNS failure, handshake timeout.
         """
+        # Messages show the URL without its query string: a token put there must not leak.
+        target, url = url, _without_query(url)
         subprotocols = [naming.SUBPROTOCOL]
         headers: list[str] = []
         if token_in_subprotocol:
@@ -146,7 +148,7 @@ class SessionConnection:
             headers.append(f"Authorization: Bearer {token}")
         try:
             ws = websocket.create_connection(
-                url,
+                target,
                 timeout=timeout,
                 header=headers,
                 subprotocols=subprotocols,
@@ -376,6 +378,10 @@ class SessionConnection:
 
 def _safe(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
+
+
+def _without_query(url: str) -> str:
+    return url.split("#", 1)[0].split("?", 1)[0]
 
 
 def _handshake_error(
