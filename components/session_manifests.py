@@ -40,6 +40,7 @@ __all__ = [
     "default_session_token_secret",
     "namespace_manifest",
     "reaper_cronjob",
+    "reaper_selector",
     "runtime_role",
     "runtime_role_binding",
     "runtime_service_account",
@@ -169,8 +170,13 @@ def session_quota(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def reaper_selector() -> dict[str, str]:
+    """Return the labels that select the reaper's pods (and nothing else)."""
+    return {naming.LABEL_NAME: naming.APP_NAME, naming.LABEL_COMPONENT: COMPONENT_REAPER}
+
+
 def session_network_policy(cfg: StackConfig) -> dict[str, Any]:
-    """Return the sessions' NetworkPolicy: in only from the proxy; out DNS and public 443.
+    """Return the sessions' NetworkPolicy: in only from the proxy and the reaper; out DNS and 443.
 
     Args:
         cfg: the validated stack config.
@@ -184,7 +190,12 @@ def session_network_policy(cfg: StackConfig) -> dict[str, Any]:
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
-                    "from": [{"podSelector": {"matchLabels": proxy_selector()}}],
+                    # The proxy carries the WebSockets; the reaper reads /healthz to
+                    # find idle sessions. The WebSocket itself still needs the token.
+                    "from": [
+                        {"podSelector": {"matchLabels": proxy_selector()}},
+                        {"podSelector": {"matchLabels": reaper_selector()}},
+                    ],
                     "ports": [{"protocol": "TCP", "port": cfg.sessions.agent_port}],
                 }
             ],

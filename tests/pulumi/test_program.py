@@ -96,6 +96,11 @@ def test_selectors_match_the_pod_labels(dev_run: StackRun) -> None:
     assert _selects(session_np["spec"]["podSelector"]["matchLabels"], session_labels)
     (rule,) = session_np["spec"]["ingress"]
     assert _selects(rule["from"][0]["podSelector"]["matchLabels"], proxy_labels)
+    reaper = dev_run.one("CronJob", REAPER_NAME)
+    reaper_labels = reaper["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert _selects(rule["from"][1]["podSelector"]["matchLabels"], reaper_labels)
+    assert not _selects(rule["from"][1]["podSelector"]["matchLabels"], proxy_labels)
+    assert len(rule["from"]) == 2
     proxy_np = dev_run.one("NetworkPolicy", naming.PROXY_SERVICE_NAME)
     assert _selects(proxy_np["spec"]["podSelector"]["matchLabels"], proxy_labels)
 
