@@ -19,26 +19,8 @@ Exit status: 0 the session works, 1 a step failed (the report says which), 2 usa
 USAGE
 }
 
-die_usage() {
-    echo "error: $*" >&2
-    usage >&2
-    exit 2
-}
-
-find_cli() {
-    local root
-    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-    if [ -n "${GAMGUI_SESSION:-}" ]; then
-        echo "$GAMGUI_SESSION"
-    elif [ -x "$root/.venv/bin/gamgui-session" ]; then
-        echo "$root/.venv/bin/gamgui-session"
-    elif command -v gamgui-session >/dev/null 2>&1; then
-        command -v gamgui-session
-    else
-        echo "error: gamgui-session not found (run scripts/bootstrap.sh, or set GAMGUI_SESSION)" >&2
-        exit 1
-    fi
-}
+# shellcheck source=lib/cli.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 
 session_id=""
 cli_args=()
