@@ -14,6 +14,7 @@ from typing import Any
 from components.config import StackConfig
 from session_runtime import naming
 from session_runtime.nginx import render_nginx_conf
+from session_runtime.spec import restricted_container_security, restricted_pod_security
 
 __all__ = [
     "CHECKSUM_ANNOTATION",
@@ -32,8 +33,6 @@ __all__ = [
     "proxy_pdb",
     "proxy_selector",
     "proxy_service",
-    "restricted_container_security",
-    "restricted_pod_security",
 ]
 
 PROXY_CONFIGMAP_NAME = "websocket-proxy-nginx"
@@ -65,33 +64,6 @@ def common_labels(component: str) -> dict[str, str]:
 def proxy_selector() -> dict[str, str]:
     """Return the labels that select the proxy pods (and nothing else)."""
     return {naming.LABEL_NAME: naming.APP_NAME, naming.LABEL_COMPONENT: naming.COMPONENT_PROXY}
-
-
-def restricted_pod_security(uid: int) -> dict[str, Any]:
-    """Return a pod securityContext meeting the ``restricted`` Pod Security Standard.
-
-    Args:
-        uid: the non-root user (and group) the pod runs as.
-    """
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def restricted_container_security() -> dict[str, Any]:
-    """Return a container securityContext: non-root, read-only root, nothing extra."""
-    return {
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def dns_egress_rule() -> dict[str, Any]:

@@ -15,13 +15,13 @@ from components.proxy_manifests import (
     common_labels,
     dns_egress_rule,
     proxy_selector,
-    restricted_container_security,
-    restricted_pod_security,
 )
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.spec import (
     SessionPodConfig,
+    restricted_container_security,
+    restricted_pod_security,
     session_template_pod,
     session_token_secret,
     stamp_session_pod,

@@ -43,6 +43,8 @@ __all__ = [
     "TOKEN_VOLUME",
     "ResourceSpec",
     "SessionPodConfig",
+    "restricted_container_security",
+    "restricted_pod_security",
     "session_template_pod",
     "session_token_secret",
     "stamp_session_pod",
@@ -59,6 +61,36 @@ CREDENTIALS_VOLUME = "gam-credentials"
 TOKEN_VOLUME = "session-token"
 GAMCFG_VOLUME = "gamcfg"
 TMP_VOLUME = "tmp"
+
+
+def restricted_pod_security(uid: int, gid: int | None = None) -> dict[str, Any]:
+    """Return a pod securityContext meeting the ``restricted`` Pod Security Standard.
+
+    Args:
+        uid: the non-root user the pod runs as.
+        gid: its group (and ``fsGroup``); defaults to ``uid``.
+    """
+    group = uid if gid is None else gid
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": group,
+        "fsGroup": group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Return a container securityContext: non-root, read-only root, nothing extra."""
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
@@ -188,14 +220,7 @@ def session_template_pod(config: SessionPodConfig, namespace: str) -> dict[str, 
         "readinessProbe": {**probe, "failureThreshold": 3},
         "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 60},
         "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True},
             {"name": GAMCFG_VOLUME, "mountPath": GAMCFG_DIR},
@@ -210,13 +235,7 @@ def session_template_pod(config: SessionPodConfig, namespace: str) -> dict[str, 
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "subdomain": naming.SESSION_SERVICE_NAME,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": config.run_as_user,
-            "runAsGroup": config.run_as_group,
-            "fsGroup": config.run_as_group,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(config.run_as_user, config.run_as_group),
         "containers": [container],
         "volumes": [
             {

@@ -45,7 +45,7 @@ from session_runtime.models import (
     SessionStatus,
 )
 
-__all__ = ["LocalBackend", "agent_health", "default_gam_bin"]
+__all__ = ["LocalBackend", "agent_health", "default_gam_bin", "require_running_stack"]
 
 #: Host numbers handed to sessions inside the stack's loopback /24.
 _HOST_NUMBERS = range(2, 255)
@@ -91,12 +91,52 @@ def _emit(progress: ProgressCallback | None, session_id: str, phase: str, messag
         progress(ProgressEvent(session_id=session_id, phase=phase, message=message))
 
 
+#: Why a session whose agent is gone ended, by status.
+_EXIT_REASONS = {
+    SessionStatus.FINISHED: "the agent exited",
+    SessionStatus.FAILED: "the agent was killed or crashed (no clean stop in its log)",
+}
+
+
+def _stopped_cleanly(log: Path) -> bool:
+    """Whether an exited agent's log ends with its ``stopped`` record (SIGTERM, idle exit).
+
+    An agent that was killed or crashed never writes it: that session failed.
+    """
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return any('"event": "stopped"' in line for line in tail.splitlines()[-3:])
+
+
 def _log_tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
     return " | ".join(line.strip()[:300] for line in text.strip().splitlines()[-lines:])
+
+
+def require_running_stack(state: StateDir) -> StackRecord:
+    """Return the stack record when its resolver and proxy are alive.
+
+    Args:
+        state: the stack's state directory.
+
+    Raises:
+        BackendUnavailableError: the stack is not up, naming the fix.
+    """
+    stack = state.read_stack()
+    if stack is None or not (is_alive(stack.dns) and is_alive(stack.proxy)):
+        raise BackendUnavailableError(
+            "The local stack is not running",
+            cause=f"state directory {state.root}",
+            hint="start it with `gamgui-session local up`",
+        )
+    return stack
 
 
 class LocalBackend(SessionBackend):
@@ -302,14 +342,7 @@ class LocalBackend(SessionBackend):
         return self._to_backend(record, SessionStatus.STARTING)
 
     def _running_stack(self) -> StackRecord:
-        stack = self.state.read_stack()
-        if stack is None or not (is_alive(stack.dns) and is_alive(stack.proxy)):
-            raise BackendUnavailableError(
-                "The local stack is not running",
-                cause=f"state directory {self.state.root}",
-                hint="start it with `gamgui-session local up`",
-            )
-        return stack
+        return require_running_stack(self.state)
 
     def _allocate_address(self, stack: StackRecord) -> str:
         used = {r.address for r in self.state.list_sessions()}
@@ -409,7 +442,9 @@ class LocalBackend(SessionBackend):
 
     def _status(self, record: SessionRecord) -> SessionStatus:
         if not is_alive(record.process):
-            return SessionStatus.FINISHED
+            if _stopped_cleanly(self.state.session_log(record.session_id)):
+                return SessionStatus.FINISHED
+            return SessionStatus.FAILED
         health = agent_health(record.address, record.port, timeout=0.5)
         return SessionStatus.READY if health is not None else SessionStatus.STARTING
 
@@ -423,14 +458,15 @@ class LocalBackend(SessionBackend):
             command=record.command,
             credentials_secret=record.credentials_secret,
             agent_address=f"{record.address}:{record.port}",
-            reason="the agent exited" if status is SessionStatus.FINISHED else None,
+            reason=_EXIT_REASONS.get(status),
         )
 
     def _reap_reason(
         self, record: SessionRecord, idle_timeout: float, max_lifetime: float, now: datetime
     ) -> str | None:
         if not is_alive(record.process):
-            return "finished: the agent exited"
+            status = self._status(record)
+            return f"{status.value}: {_EXIT_REASONS.get(status, 'the agent exited')}"
         if record.is_default:
             return None
         age = (now - record.created_at).total_seconds()

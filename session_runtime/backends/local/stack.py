@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from session_runtime import naming
 from session_runtime.backends.local import dns, proxy
-from session_runtime.backends.local.backend import LocalBackend
+from session_runtime.backends.local.backend import LocalBackend, require_running_stack
 from session_runtime.backends.local.processes import (
     free_port,
     is_alive,
@@ -31,7 +31,7 @@ from session_runtime.backends.local.processes import (
     wait_for_port,
 )
 from session_runtime.backends.local.state import ProcessRecord, StackRecord, StateDir
-from session_runtime.errors import BackendError, BackendUnavailableError
+from session_runtime.errors import BackendError
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
 
@@ -292,7 +292,7 @@ class LocalStack:
     def _ensure_default(self, timeout: float, progress: ProgressCallback | None) -> None:
         backend = self.backend()
         existing = backend.get(DEFAULT_SESSION_ID)
-        if existing is None or existing.status is SessionStatus.FINISHED:
+        if existing is None or existing.status in (SessionStatus.FINISHED, SessionStatus.FAILED):
             backend.create_default(secrets.token_urlsafe(32), progress)
         backend.wait_ready(DEFAULT_SESSION_ID, timeout, progress)
 
@@ -328,11 +328,4 @@ class LocalStack:
         Raises:
             BackendUnavailableError: resolver or proxy is not running.
         """
-        stack = self.state.read_stack()
-        if stack is None or not (is_alive(stack.dns) and is_alive(stack.proxy)):
-            raise BackendUnavailableError(
-                "The local stack is not running",
-                cause=f"state directory {self.state.root}",
-                hint="start it with `gamgui-session local up`",
-            )
-        return stack
+        return require_running_stack(self.state)
