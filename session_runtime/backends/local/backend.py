@@ -26,7 +26,13 @@ from pydantic import SecretStr
 from session_runtime import naming
 from session_runtime.backends.base import SessionBackend
 from session_runtime.backends.local import dns
-from session_runtime.backends.local.processes import is_alive, port_is_free, spawn, stop
+from session_runtime.backends.local.processes import (
+    is_alive,
+    kill_commands_of,
+    port_is_free,
+    spawn,
+    stop,
+)
 from session_runtime.backends.local.state import SessionRecord, StackRecord, StateDir
 from session_runtime.errors import (
     BackendError,
@@ -259,6 +265,8 @@ class LocalBackend(SessionBackend):
             raise BackendError(
                 f"The agent of session {sid!r} would not stop", cause=f"pid {record.process.pid}"
             )
+        if record is not None:
+            kill_commands_of(self.state.session_home(sid) / "gamcfg")  # a killed agent's
         with self.state.locked():
             current = self.state.read_session(sid)
             if current is not None and (record is None or current.process != record.process):

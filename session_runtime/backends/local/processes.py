@@ -22,6 +22,7 @@ from session_runtime.backends.local.state import ProcessRecord
 __all__ = [
     "free_port",
     "is_alive",
+    "kill_commands_of",
     "port_is_free",
     "process_start_ticks",
     "spawn",
@@ -140,6 +141,38 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
     """Signal a process group we created (its id is the leader's pid)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def kill_commands_of(gam_config_dir: Path) -> list[int]:
+    """SIGKILL what is left of the GAM commands a stopped agent ran; return their pids.
+
+    The agent runs GAM in a process group of its own (so cancelling reaches its
+    children); an agent killed outright leaves that group running, orphaned.
+    Its processes are found by the ``GAMCFGDIR`` the agent gave them, which is
+    unique to the session. Call only once the agent itself is stopped.
+
+    Args:
+        gam_config_dir: the session's GAM config directory (its agent's GAMCFGDIR).
+    """
+    marker = b"\0GAMCFGDIR=" + os.fsencode(gam_config_dir) + b"\0"
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker not in environ:
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                _kill_group(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
 
 
 def port_is_free(host: str, port: int, *, udp: bool = False) -> bool:

@@ -25,6 +25,7 @@ from session_runtime.backends.local.backend import LocalBackend, require_running
 from session_runtime.backends.local.processes import (
     free_port,
     is_alive,
+    kill_commands_of,
     port_is_free,
     spawn,
     stop,
@@ -304,6 +305,7 @@ class LocalStack:
             if not stop(record.process, grace=grace):
                 survivors.append(f"session {record.session_id} (pid {record.process.pid})")
                 continue
+            kill_commands_of(self.state.session_home(record.session_id) / "gamcfg")
             self.state.remove_session(record.session_id)
             if not port_is_free(record.address, record.port):
                 survivors.append(f"session {record.session_id} port {record.address}:{record.port}")
