@@ -11,6 +11,7 @@ the API server's own message, except 404, which callers see as ``None`` or
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from typing import Any, TypeVar
 import httpx2
 from lightkube import ApiError, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.core.decoders import decode_list
 from lightkube.core.exceptions import ConfigError
+from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
 from lightkube.types import PatchType
 
 from session_runtime.errors import BackendError, BackendUnavailableError
@@ -36,6 +39,26 @@ __all__ = [
 
 T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_DECODERS_READY = threading.Event()
+_DECODERS_LOCK = threading.Lock()
+
+
+def _warm_up_decoders() -> None:
+    """Build lightkube's decoders for the resources used here once, in one thread.
+
+    msgspec builds a type's decoder on first use; threads doing that for the
+    same type at once crash the process (a segfault, seen with lightkube 1.0 and
+    msgspec 0.22 when many creates start together). Done once per process.
+    """
+    if _DECODERS_READY.is_set():
+        return
+    with _DECODERS_LOCK:
+        if _DECODERS_READY.is_set():
+            return
+        for resource in (Pod, PodTemplate, Secret, Event):
+            # An empty list builds the decoders of the list and of its items.
+            decode_list(b'{"metadata": {}, "items": []}', resource)
+        _DECODERS_READY.set()
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,7 @@ class KubeApi:
         self.retry = retry or RetryPolicy()
         self.trust_env = trust_env
         self._sleep = sleep
+        _warm_up_decoders()
         self.client = Client(
             config,
             namespace=namespace,
