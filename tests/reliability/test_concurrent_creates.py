@@ -14,8 +14,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend
 from session_runtime.backends.local.processes import is_alive
@@ -46,7 +44,6 @@ def _race(worker: Callable[..., list[str]], args: tuple[Any, ...], tmp_path: Pat
         return [o for f in futures for o in f.result(timeout=240)]
 
 
-@pytest.mark.slow
 def test_local_two_hundred_creates_with_max_fifty_give_fifty_and_leave_nothing_after_close(
     tmp_path: Path,
 ) -> None:
