@@ -119,7 +119,9 @@ class LogCursor:
         while True:
             with self.access_path.open("rb") as handle:
                 handle.seek(self._access_at)
-                lines = handle.read().decode("utf-8", "replace").splitlines()
+                data = handle.read()
+            # Only complete lines: nginx may be half-way through writing the last one.
+            lines = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
             entries = [json.loads(line) for line in lines if line.strip()]
             if len(entries) >= expect or time.monotonic() >= deadline:
                 return entries
@@ -129,7 +131,8 @@ class LogCursor:
         """Return the names queried from dnsmasq since creation."""
         with self.dns_path.open("rb") as handle:
             handle.seek(self._dns_at)
-            text = handle.read().decode("utf-8", "replace")
+            data = handle.read()
+        text = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace")  # complete lines only
         return [
             line.split("query[", 1)[1].split("] ", 1)[1].split(" from ", 1)[0]
             for line in text.splitlines()
