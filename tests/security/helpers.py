@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,10 @@ class KeepAliveHttp:
         self._sock: socket.socket | None = None
         self._buffer = b""
         self.connections_opened = 0
+        #: Called before opening a new connection. nginx logs a request after its
+        #: reply, and another worker may serve the next connection: a caller that
+        #: reads the access log in order waits here for the earlier lines.
+        self.before_connect: Callable[[], object] | None = None
 
     def close(self) -> None:
         """Close the current connection, if any."""
@@ -161,6 +166,8 @@ class KeepAliveHttp:
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
+            if self.before_connect is not None:
+                self.before_connect()
             self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
             self._buffer = b""
             self.connections_opened += 1
