@@ -39,7 +39,7 @@ def manager_for(stack: SecureStack, **overrides: object) -> SessionManager:
         **overrides: WebSocketSettings fields (``max_sessions=50``, ``connect_timeout=5``).
     """
     settings = WebSocketSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         backend="local",
         local_state_dir=stack.stack.state.root,
         start_timeout=30,

@@ -96,7 +96,7 @@ def test_kubernetes_two_hundred_creates_with_a_quota_of_fifty_give_fifty_and_lea
         assert {s["metadata"]["labels"][naming.LABEL_SESSION_ID] for s in secrets} == pod_ids
 
         settings = WebSocketSettings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             backend="kubernetes",
             namespace=NAMESPACE,
             max_sessions=MAX_SESSIONS,

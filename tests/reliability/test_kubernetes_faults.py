@@ -30,7 +30,7 @@ QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, request_timeout
 #: Generous bound for any one call here (the policy's own bound is a few seconds).
 BOUND_S = 30
 
-OUTAGES = {
+OUTAGES: dict[str, dict[str, Any]] = {
     "500": {"status": 500, "reason": "InternalError"},
     "429": {
         "status": 429,
@@ -64,7 +64,7 @@ def cluster() -> Iterator[tuple[KubeEmulator, Kubelet]]:
 @pytest.fixture
 def backend(cluster: tuple[KubeEmulator, Kubelet]) -> Iterator[KubernetesBackend]:
     settings = WebSocketSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         backend="kubernetes",
         namespace=NAMESPACE,
         max_sessions=5,

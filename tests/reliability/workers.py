@@ -99,7 +99,7 @@ def kubernetes_creates(
     from session_runtime.settings import WebSocketSettings
 
     settings = WebSocketSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         backend="kubernetes",
         namespace=namespace,
         max_sessions=max_sessions,

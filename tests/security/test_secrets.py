@@ -130,7 +130,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         # --- through the Python API ---
         manager = SessionManager.from_settings(
             WebSocketSettings(
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
                 backend="local",
                 local_state_dir=state_dir,
             )
