@@ -94,18 +94,23 @@ def test_a_sigkilled_agent_is_a_lost_connection_a_failed_session_and_reaped_with
 ) -> None:
     manager.create_session("victim")
     manager.create_session("bystander")
-    with manager.connect("victim") as conn:
+    with manager.connect("victim") as conn, manager.connect("bystander") as other:
+        _, other_pid = _start_long_command(other, tmp_path / "other.pid")
         chunks, gam_pid = _start_long_command(conn, tmp_path / "gam.pid")
         os.kill(_agent_pid(stack, "victim"), signal.SIGKILL)
         with pytest.raises(ConnectionLostError) as info:
             _drain(chunks)
-    assert str(info.value).startswith("Failed to connect to session")
+        assert str(info.value).startswith("Failed to connect to session")
 
-    assert _settled_status(manager, "victim") is SessionStatus.FAILED
-    reaped = manager.reap()
-    assert [(r.session_id, r.removed) for r in reaped] == [("victim", True)]
-    assert reaped[0].reason.startswith("failed")
-    _assert_gone(gam_pid)
+        assert _settled_status(manager, "victim") is SessionStatus.FAILED
+        reaped = manager.reap()
+        assert [(r.session_id, r.removed) for r in reaped] == [("victim", True)]
+        assert reaped[0].reason.startswith("failed")
+        _assert_gone(gam_pid)
+        # Only the dead agent's command was killed: the other session's still runs.
+        assert psutil.Process(other_pid).status() != psutil.STATUS_ZOMBIE
+        other.cancel()
+    _assert_gone(other_pid)
     with pytest.raises(SessionNotFoundError):
         manager.connect("victim")
     assert [s.session_id for s in manager.list_sessions()] == ["bystander"]
