@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,7 +157,12 @@ def test_local_down_during_activity_stops_everything_and_clients_get_typed_error
             gam_pids.append(pid)
         idle = open_connections.enter_context(manager.connect(ids[0]))
 
-        stack.stack.down()
+        down = subprocess.run(
+            [sys.executable, "-m", "session_runtime", "local", "down", "--state-dir",
+             str(stack.stack.state.root)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert down.returncode == 0, down.stderr
 
         for conn, chunks in streams:
             try:
