@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 OWN_DOCS = ["architecture", "operations", "security", "troubleshooting", "server-integration"]
 PATHS = [DOCS / f"{name}.md" for name in OWN_DOCS]
+#: Every page a user reads: the README and all of docs/.
+ALL_PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+ALL_IDS = [str(p.relative_to(ROOT)) for p in ALL_PAGES]
 
 
 def _text(path: Path) -> str:
@@ -43,7 +46,7 @@ def _smoke_steps() -> set[str]:
     return set(re.findall(r'rec\.step\("([a-z-]+)"\)', source))
 
 
-@pytest.mark.parametrize("path", PATHS, ids=OWN_DOCS)
+@pytest.mark.parametrize("path", ALL_PAGES, ids=ALL_IDS)
 def test_every_relative_link_points_at_a_file_that_exists(path: Path) -> None:
     prose = re.sub(r"```.*?```", "", _text(path), flags=re.DOTALL)
     prose = re.sub(r"`[^`]*`", "", prose)
@@ -58,17 +61,18 @@ def test_the_architecture_page_has_a_mermaid_diagram() -> None:
     assert "```mermaid\nflowchart" in text
 
 
-@pytest.mark.parametrize("path", PATHS, ids=OWN_DOCS)
+@pytest.mark.parametrize("path", ALL_PAGES, ids=ALL_IDS)
 def test_every_cli_command_named_is_a_real_command(path: Path) -> None:
     commands = _cli_commands()
     pattern = r"(?:^|[`(])gamgui-session ((?:local )?[a-z][a-z-]+)"
     named = re.findall(pattern, _text(path), flags=re.MULTILINE)
-    assert named or path.name == "security.md"
+    if path in PATHS:
+        assert named or path.name == "security.md"
     unknown = sorted({n for n in named if n not in commands})
     assert not unknown, f"{path.name} names commands the CLI does not have: {unknown}"
 
 
-@pytest.mark.parametrize("path", PATHS, ids=OWN_DOCS)
+@pytest.mark.parametrize("path", ALL_PAGES, ids=ALL_IDS)
 def test_every_websocket_setting_named_exists(path: Path) -> None:
     fields = {f"{ENV_PREFIX}{name.upper()}" for name in WebSocketSettings.model_fields}
     named = set(re.findall(r"\bWEBSOCKET_[A-Z_]*[A-Z]\b", _text(path)))
@@ -148,3 +152,20 @@ def test_troubleshooting_quotes_the_doctor_line_for_each_classic_error() -> None
         assert re.search(rf"^FAIL .*{re.escape(error.message)}", by_title[error.message], re.M)
     connect = by_title[errors.SessionConnectError().message]
     assert re.search(r"^FAIL .*Failed to connect to session", connect, re.M)
+
+
+def test_the_readme_configuration_reference_lists_every_setting() -> None:
+    text = _text(ROOT / "README.md")
+    reference = text[text.index("## Configuration reference") :]
+    listed = set(re.findall(r"^\| `(WEBSOCKET_[A-Z_]+)` \|", reference, flags=re.MULTILINE))
+    fields = {f"{ENV_PREFIX}{name.upper()}" for name in WebSocketSettings.model_fields}
+    assert listed == fields
+
+
+def test_the_readme_quick_start_is_the_two_commands_ci_runs() -> None:
+    text = _text(ROOT / "README.md")
+    quick = text[text.index("## Quick start") :]
+    block = quick[quick.index("```sh") : quick.index("```", quick.index("```sh") + 5)]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()[1:] if line.strip()]
+    assert commands == ["scripts/quickstart.sh", "scripts/test.sh"]
+    assert "exec scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
