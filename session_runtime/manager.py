@@ -11,7 +11,6 @@ path a browser will use.
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -22,10 +21,8 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from session_runtime.errors import (
-    BackendUnavailableError,
     CommandTimeoutError,
     HandshakeRejectedError,
-    InvalidNameError,
     SessionConnectError,
     SessionError,
     SessionJoinError,
@@ -45,6 +42,7 @@ from session_runtime.models import (
     SessionStatus,
 )
 from session_runtime.settings import WebSocketSettings, load_settings
+from session_runtime.spec import validate_dns_subdomain
 
 if TYPE_CHECKING:
     from session_runtime.backends.base import SessionBackend
@@ -69,18 +67,6 @@ _PROXY_HINT = (
     "check that the proxy answers (`gamgui-session test-proxy`) and that "
     "WEBSOCKET_SESSION_CONNECTION_TEMPLATE points at it"
 )
-
-
-#: A Kubernetes object name (RFC 1123 subdomain), e.g. a credentials Secret.
-_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-def _validate_secret_name(name: str) -> None:
-    if len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
-        raise InvalidNameError(
-            f"Invalid credentials secret name {name[:80]!r}",
-            hint="a Secret name is lower-case letters, digits, '-' and '.', at most 253 characters",
-        )
 
 
 def _open_connection(url: str, token: str, timeout: float) -> SessionConnection:
@@ -125,12 +111,7 @@ def _local_stack_preflight(settings: WebSocketSettings) -> Callable[[], None]:
     stack = LocalStack(Path(settings.local_state_dir))
 
     def preflight() -> None:
-        if stack.proxy_url() is None:
-            raise BackendUnavailableError(
-                "The local stack is not running",
-                cause=f"state directory {settings.local_state_dir}",
-                hint="start it with `gamgui-session local up`",
-            )
+        stack.require_running()
 
     return preflight
 
@@ -248,7 +229,7 @@ class SessionManager:
         self._check_enabled()
         sid = validate_session_id(session_id) if session_id is not None else generate_session_id()
         secret = credentials_secret or self.settings.default_credentials_secret
-        _validate_secret_name(secret)
+        validate_dns_subdomain(secret, "credentials secret name")
         existed = self.backend.get(sid) is not None
         request = CreateRequest(
             session_id=sid,
