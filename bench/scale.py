@@ -59,6 +59,8 @@ class Outcome:
     master_after: dict[str, int]
     agents_before: int
     agents_after: int
+    worker_nofile: str
+    fd_errors: int
 
 
 async def _open(url: str, agent: Agent, source: str, gate: asyncio.Semaphore) -> ClientConnection:
@@ -146,7 +148,23 @@ async def hold(stack: BenchStack, connections: int, sources: int, concurrency: i
         master_after,
         agents_before,
         agents_after,
+        _open_files_limit(worker),
+        _too_many_open_files(stack),
     )
+
+
+def _open_files_limit(pid: int) -> str:
+    """The 'Max open files' soft limit nginx's worker actually got (from /proc)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return line.split()[3]
+    return "unknown"
+
+
+def _too_many_open_files(stack: BenchStack) -> int:
+    """How often nginx logged EMFILE/ENFILE ("Too many open files")."""
+    log = stack.workdir / "nginx-error.log"
+    return log.read_text(errors="replace").count("Too many open files") if log.exists() else 0
 
 
 def _agents_rss(stack: BenchStack) -> int:
@@ -155,6 +173,19 @@ def _agents_rss(stack: BenchStack) -> int:
 
 def _mib(n: float) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _nofile_note(got: int, wanted: int) -> str:
+    if got >= wanted:
+        return "enough for every socket."
+    return (
+        f"the hard limit here is {got} and this container does not grant CAP_SYS_RESOURCE, "
+        "so not even root can raise it. One proxied WebSocket is two sockets in nginx (client "
+        f"side and agent side), so one nginx worker can hold at most about {got // 2:,} of "
+        "them here: the connections beyond that were refused by nginx (HTTP 500, "
+        '"Too many open files" in its error log), which is the figure\'s ceiling on this '
+        "machine, not nginx's or the agents'."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need connections >= 1, sessions 1..250, sources 1..240")
     per_session = -(-args.connections // args.sessions)
     limit = args.per_session_limit or per_session
-    nofile = raise_nofile_limit(4 * args.connections + 4096)
+    wanted = 4 * args.connections + 4096
+    nofile = raise_nofile_limit(wanted)
     # Each held WebSocket is two nginx connections (client side, agent side).
     worker_connections = max(32768, 2 * args.connections + 1024)
 
@@ -221,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"nginx master RSS {_mib(out.master_after['rss'])}",
         f"agents' RSS (sum) {_mib(out.agents_before)} -> {_mib(out.agents_after)}",
         f"RLIMIT_NOFILE {nofile}; {args.sessions} agents, limit {limit} connections each",
+        f"nginx worker's open-files limit {out.worker_nofile}; nginx logged "
+        f"'Too many open files' {out.fd_errors} times",
     ]
     print_rows("2. scale", rows, extra)
     if args.write:
@@ -243,12 +277,15 @@ agents were started by `bench/_agent.py`, which runs the agent's own `run_agent`
 that one field raised to {limit} (from `{AGENT_MAX_CONNECTIONS_ENV}`); the cap did not
 limit the figure, {args.concurrency} handshakes in flight,
 client source addresses spread over {args.sources} addresses 127.0.0.10 onwards so
-ephemeral ports do not run out; RLIMIT_NOFILE raised to {nofile} in the benchmark and
-inherited by nginx and the agents. After all were open, every connection sent a protocol
+ephemeral ports do not run out. The benchmark asks for RLIMIT_NOFILE {wanted} (inherited
+by nginx and the agents; nginx's worker also asks for `worker_rlimit_nofile`) and got
+{nofile}: {_nofile_note(nofile, wanted)} After all were open, every connection sent a protocol
 `ping` and counted only if its agent's `pong` came back through nginx.
 
 - opened {out.opened:,} in {out.open_seconds:.1f} s; answered ping: {out.ponged:,};
   failures: {failures}
+- nginx worker's open-files limit (from /proc/<pid>/limits): {out.worker_nofile}; nginx
+  logged "Too many open files" {out.fd_errors} times
 - nginx worker RSS {_mib(out.before["rss"])} -> {_mib(out.after["rss"])}, PSS
   {_mib(out.before["pss"])} -> {_mib(out.after["pss"])} (from /proc/<pid>/status and
   smaps_rollup): {per_rss / 1024:.1f} KiB RSS, {per_pss / 1024:.1f} KiB PSS per connection
