@@ -232,7 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "2a",
             "scale: concurrent WebSockets held through one nginx worker to agents",
             f"{GOAL:,}",
-            f"{out.ponged:,} held and answering (of {args.connections:,} attempted)",
+            f"{out.ponged:,} held and answering (of {args.connections:,} attempted)"
+            + (
+                f"; {args.connections - out.opened} refused by nginx at this machine's "
+                f"{out.worker_nofile} open-files hard limit"
+                if out.fd_errors
+                else ""
+            ),
             f"{PREVIOUS_LIMIT} (the system replaced)",
             fmt_ratio(out.ponged, PREVIOUS_LIMIT),
         ),
