@@ -181,8 +181,9 @@ def _nofile_note(got: int, wanted: int) -> str:
     return (
         f"the hard limit here is {got} and this container does not grant CAP_SYS_RESOURCE, "
         "so not even root can raise it. One proxied WebSocket is two sockets in nginx (client "
-        f"side and agent side), so one nginx worker can hold at most about {got // 2:,} of "
-        "them here: the connections beyond that were refused by nginx (HTTP 500, "
+        f"side and agent side), so one nginx worker can hold just under {got // 2:,} of them "
+        "here (it also needs a few descriptors of its own: listening socket, logs, epoll): "
+        "the connections beyond that were refused by nginx (HTTP 500, "
         '"Too many open files" in its error log), which is the figure\'s ceiling on this '
         "machine, not nginx's or the agents'."
     )
@@ -280,10 +281,10 @@ session WebSockets through nginx to {args.sessions} agents, each on its own 127.
 ({per_session} connections per session). The agent caps connections per session
 (`AgentConfig.max_connections`, default 8, not settable from the environment), so the
 agents were started by `bench/_agent.py`, which runs the agent's own `run_agent` with
-that one field raised to {limit} (from `{AGENT_MAX_CONNECTIONS_ENV}`); the cap did not
-limit the figure, {args.concurrency} handshakes in flight,
-client source addresses spread over {args.sources} addresses 127.0.0.10 onwards so
-ephemeral ports do not run out. The benchmark asks for RLIMIT_NOFILE {wanted} (inherited
+that one field raised to {limit} (from `{AGENT_MAX_CONNECTIONS_ENV}`), so the cap did not
+limit the figure. {args.concurrency} handshakes were in flight at once, and client source
+addresses were spread over {args.sources} addresses from 127.0.0.10 so ephemeral ports do
+not run out. The benchmark asks for RLIMIT_NOFILE {wanted} (inherited
 by nginx and the agents; nginx's worker also asks for `worker_rlimit_nofile`) and got
 {nofile}: {_nofile_note(nofile, wanted)} After all were open, every connection sent a protocol
 `ping` and counted only if its agent's `pong` came back through nginx.
