@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from _agent import ENV_MAX_CONNECTIONS as AGENT_MAX_CONNECTIONS_ENV
 from _common import (
     Row,
     base_parser,
@@ -215,8 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with BenchStack(
         sessions=args.sessions,
         worker_processes=1,
-        agent_env={AGENT_MAX_CONNECTIONS_ENV: str(limit)},
-        agent_argv=[sys.executable, str(Path(__file__).with_name("_agent.py"))],
+        agent_env={naming.ENV_MAX_CONNECTIONS: str(limit)},
         nginx_overrides={
             "worker_connections": worker_connections,
             "worker_rlimit_nofile": 2 * worker_connections,
@@ -279,9 +276,7 @@ holds; otherwise the local stack's own config (`local_nginx_config`) with
 (`websockets`, no compression, no client keep-alive pings) opened {args.connections:,}
 session WebSockets through nginx to {args.sessions} agents, each on its own 127.x address
 ({per_session} connections per session). The agent caps connections per session
-(`AgentConfig.max_connections`, default 8, not settable from the environment), so the
-agents were started by `bench/_agent.py`, which runs the agent's own `run_agent` with
-that one field raised to {limit} (from `{AGENT_MAX_CONNECTIONS_ENV}`), so the cap did not
+(default 8); the agents ran with `{naming.ENV_MAX_CONNECTIONS}={limit}`, so the cap did not
 limit the figure. {args.concurrency} handshakes were in flight at once, and client source
 addresses were spread over {args.sources} addresses from 127.0.0.10 so ephemeral ports do
 not run out. The benchmark asks for RLIMIT_NOFILE {wanted} (inherited

@@ -22,12 +22,17 @@ from session_runtime.ids import validate_session_id
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT_S",
     "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_LIMIT",
     "AgentConfig",
     "load_config",
 ]
 
 DEFAULT_IDLE_TIMEOUT_S = 0.0
 DEFAULT_COMMAND_TIMEOUT_S = 3600.0
+#: Connections one session accepts at once: a user's tabs, not a crowd.
+DEFAULT_MAX_CONNECTIONS = 8
+MAX_CONNECTIONS_LIMIT = 10_000
 _MAX_TOKEN_BYTES = 4096
 
 
@@ -49,7 +54,7 @@ class AgentConfig(BaseModel):
     credentials_dir: Path | None = None
     gam_config_dir: Path
     #: Most simultaneous WebSocket connections to this session.
-    max_connections: int = 8
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: Seconds between keep-alive pings; well under a proxy's read timeout.
     ping_interval_s: float = 20.0
     #: Seconds between SIGTERM and SIGKILL when a command is cancelled.
@@ -71,6 +76,17 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise SettingsError(f"{name} must be a finite number >= 0", cause=f"got {raw[:40]!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= high:
+        raise SettingsError(
+            f"{name} must be an integer from 1 to {high}", cause=f"got {raw[:40]!r}"
+        )
+    return int(raw)
 
 
 def _port(env: Mapping[str, str]) -> int:
@@ -163,4 +179,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         command_timeout_s=_number(env, naming.ENV_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT_S),
         credentials_dir=Path(credentials) if credentials else None,
         gam_config_dir=_gam_config_dir(env),
+        max_connections=_count(
+            env, naming.ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT
+        ),
     )

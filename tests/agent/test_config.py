@@ -35,7 +35,13 @@ def test_defaults_follow_the_contract(tmp_path: Path) -> None:
     assert config.idle_timeout_s == 0
     assert config.initial_command is None
     assert config.gam_config_dir.is_dir()
+    assert config.max_connections == 8
     assert "t0ken" not in repr(config)
+
+
+def test_the_connection_limit_comes_from_the_environment(tmp_path: Path) -> None:
+    config = load_config(_env(tmp_path, **{naming.ENV_MAX_CONNECTIONS: "500"}))
+    assert config.max_connections == 500
 
 
 def test_the_token_file_wins_over_the_variable(tmp_path: Path) -> None:
@@ -61,6 +67,9 @@ def test_the_token_file_wins_over_the_variable(tmp_path: Path) -> None:
         ({naming.ENV_IDLE_TIMEOUT: "soon"}, "SESSION_IDLE_TIMEOUT must be a number"),
         ({naming.ENV_IDLE_TIMEOUT: "-1"}, "SESSION_IDLE_TIMEOUT must be a finite number"),
         ({naming.ENV_COMMAND_TIMEOUT: "inf"}, "SESSION_COMMAND_TIMEOUT must be a finite number"),
+        ({naming.ENV_MAX_CONNECTIONS: "0"}, "SESSION_MAX_CONNECTIONS must be an integer from 1"),
+        ({naming.ENV_MAX_CONNECTIONS: "lots"}, "SESSION_MAX_CONNECTIONS must be an integer"),
+        ({naming.ENV_MAX_CONNECTIONS: "10001"}, "SESSION_MAX_CONNECTIONS must be an integer"),
     ],
 )
 def test_bad_environment_names_the_variable(

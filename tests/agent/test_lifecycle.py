@@ -208,11 +208,12 @@ def test_sigterm_mid_command_kills_it_closes_clients_with_1001_and_exits_zero(
     assert agent.events("stopped")[0]["reason"] == "signal"
 
 
-def test_connection_limit_answers_429(tmp_path: Path, fake_gam: str) -> None:
+def test_connection_limit_from_the_environment_answers_429(tmp_path: Path, fake_gam: str) -> None:
     from session_runtime.errors import HandshakeRejectedError
 
-    with running_agent("limit", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam) as agent:
-        conns = [SessionConnection.open(agent.url, TOKEN) for _ in range(8)]
+    env = {naming.ENV_MAX_CONNECTIONS: "3"}
+    with running_agent("limit", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env) as agent:
+        conns = [SessionConnection.open(agent.url, TOKEN) for _ in range(3)]
         try:
             with pytest.raises(HandshakeRejectedError) as info:
                 SessionConnection.open(agent.url, TOKEN)
