@@ -243,7 +243,9 @@ class SessionConnection:
         Raises:
             The same errors as :meth:`run`.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._settle_abandoned()
+        self._await_initial(deadline)
         command_id = f"c{next(self._ids)}"
         if isinstance(command, str):
             message = CommandMessage(id=command_id, command=command)
@@ -252,7 +254,6 @@ class SessionConnection:
         self.last_exit = None
         self._send(encode(message))
         self._running = command_id
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 try:
@@ -280,6 +281,22 @@ class SessionConnection:
         finally:
             if self._running == command_id:
                 self._running = None
+
+    def wait_for_initial(self, timeout: float | None = None) -> InitialCommand | None:
+        """Wait until the session's initial command has exited, and return it.
+
+        A session created with a command (``SESSION_COMMAND``) runs it first; a
+        command sent meanwhile would be refused as busy, so :meth:`stream` and
+        :meth:`run` wait here first.
+
+        Args:
+            timeout: seconds to wait; None waits as long as the command runs.
+
+        Raises:
+            CommandTimeoutError: it was still running after ``timeout``.
+        """
+        self._await_initial(None if timeout is None else time.monotonic() + timeout)
+        return self.initial
 
     def cancel(self) -> None:
         """Ask the agent to stop the running command (the exit still arrives)."""
@@ -320,6 +337,26 @@ class SessionConnection:
                 reply = self._receive(deadline)
                 if isinstance(reply, ExitMessage) and reply.id == abandoned:
                     return
+
+    def _await_initial(self, deadline: float | None) -> None:
+        """Read (and keep) messages until the initial command's exit has arrived."""
+        if not self.welcome.initial_command:
+            return
+        held: list[_Message] = []
+        try:
+            while self.initial is None or self.initial.exit is None:
+                message = self._read(deadline)
+                if getattr(message, "initial", False):
+                    self._record_initial(message)
+                else:
+                    held.append(message)
+        except CommandTimeoutError:
+            raise CommandTimeoutError(
+                "The session's initial command is still running",
+                hint="wait for it, or give the command a longer timeout",
+            ) from None
+        finally:
+            self._pending.extend(held)
 
     def _send(self, frame: str) -> None:
         try:

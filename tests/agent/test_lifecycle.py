@@ -244,3 +244,40 @@ def test_a_client_joining_while_the_initial_command_runs_gets_its_live_output(
         assert conn.initial.stdout == "sleeping\n"
         assert conn.initial.exit.code == 0
         assert conn.run("echo after").exit_code == 0
+
+
+def test_a_command_sent_while_the_initial_command_runs_waits_for_it(
+    tmp_path: Path, fake_gam: str
+) -> None:
+    env = {naming.ENV_SESSION_COMMAND: "sleep 1.5"}
+    with (
+        running_agent(
+            "initial4", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
+        ) as agent,
+        SessionConnection.open(agent.url, TOKEN) as conn,
+    ):
+        assert conn.welcome.busy is True
+        result = conn.run(["echo", "after"])
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == ["after"]
+        assert conn.initial is not None and conn.initial.exit is not None
+        assert conn.initial.stdout == "sleeping\n"
+
+
+def test_waiting_for_the_initial_command_is_bounded_by_the_timeout(
+    tmp_path: Path, fake_gam: str
+) -> None:
+    from session_runtime.errors import CommandTimeoutError
+
+    env = {naming.ENV_SESSION_COMMAND: "sleep 30"}
+    with (
+        running_agent(
+            "initial5", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam, extra_env=env
+        ) as agent,
+        SessionConnection.open(agent.url, TOKEN) as conn,
+    ):
+        with pytest.raises(CommandTimeoutError, match="initial command is still running"):
+            conn.run("echo never", timeout=0.5)
+        assert conn.ping() > 0
+    # The command that gave up waiting was never sent: only the initial one started.
+    assert [e["initial"] for e in agent.events("command_started")] == [True]
