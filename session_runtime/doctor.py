@@ -129,6 +129,14 @@ def _check_settings(settings: WebSocketSettings) -> tuple[bool, str, str | None]
     return True, detail, None
 
 
+def _check_local_stack(settings: WebSocketSettings) -> tuple[bool, str, str | None]:
+    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
+
+    stack = LocalStack(settings.local_state_dir)
+    stack.require_running()  # raises with the fix when it is down
+    return True, f"running; proxy at {stack.proxy_url()}", None
+
+
 class _ClusterChecks:
     """The checks that ask the Kubernetes API (lightkube imported only here)."""
 
@@ -297,11 +305,16 @@ def run_doctor(
             lines.add("settings", False, exc.cause or exc.message, exc.hint)
             lines.skip(["api", *_CLUSTER_CHECKS, "default-session"], "settings are invalid")
             return DoctorReport(checks=lines.lines)
+    if settings.backend == "local":
+        from session_runtime.manager import local_stack_settings  # noqa: PLC0415
+
+        settings = local_stack_settings(settings)  # the running stack's URLs, when it runs
     lines.run("settings", lambda: _check_settings(settings))
     if settings.backend == "kubernetes":
         _cluster_lines(lines, settings, api)
     else:
         lines.skip(["api", *_CLUSTER_CHECKS], "backend is local: no cluster to check")
+        lines.run("local-stack", lambda: _check_local_stack(settings))
     try:
         if manager is None:
             from session_runtime.manager import SessionManager  # noqa: PLC0415

@@ -138,7 +138,14 @@ def test_the_security_page_names_the_real_policy_rules() -> None:
 def test_troubleshooting_quotes_only_real_doctor_checks() -> None:
     from session_runtime import doctor
 
-    checks = {"settings", "api", "default-session", "test-session", *doctor._CLUSTER_CHECKS}
+    checks = {
+        "settings",
+        "api",
+        "local-stack",
+        "default-session",
+        "test-session",
+        *doctor._CLUSTER_CHECKS,
+    }
     text = _text(DOCS / "troubleshooting.md")
     quoted = set(re.findall(r"^(?:PASS|FAIL|SKIP)  (\S+)", text, flags=re.MULTILINE))
     assert {"settings", "default-session", "pod-template", "proxy"} <= quoted
