@@ -380,7 +380,7 @@ def update_benchmarks_md(
     m_start, m_end = _between(text, *_MACHINE)
     lines = [f"- {key}: {value}" for key, value in machine.items()]
     lines.append(
-        "- shared: the 2 cores were shared with other engineers running test suites while "
+        "- shared: the 2 cores were shared with other workloads (test suites) while "
         "these figures were taken (load averages are given per benchmark below), so "
         "absolute figures are pessimistic; ratios measured in one run are the meaningful part."
     )
