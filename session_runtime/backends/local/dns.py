@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from session_runtime.backends.local.processes import find_system_binary
 from session_runtime.backends.local.state import ProcessRecord
-from session_runtime.errors import BackendUnavailableError
 
 __all__ = [
     "DNS_LISTEN_ADDRESS",
@@ -34,15 +33,8 @@ DNS_LISTEN_ADDRESS = "127.0.0.1"
 
 
 def find_dnsmasq() -> str:
-    """Return the dnsmasq binary (PATH, then /usr/sbin), or raise with an install hint."""
-    found = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
-    if not found:
-        raise BackendUnavailableError(
-            "dnsmasq is not installed",
-            hint="install it (Debian/Ubuntu: apt-get install dnsmasq-base; macOS: brew install "
-            "dnsmasq) or run scripts/bootstrap.sh",
-        )
-    return found
+    """Return the dnsmasq binary, or raise with an install hint."""
+    return find_system_binary("dnsmasq", "dnsmasq-base")
 
 
 def dnsmasq_argv(

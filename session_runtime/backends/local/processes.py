@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from session_runtime.backends.local.state import ProcessRecord
+from session_runtime.errors import BackendUnavailableError
 
 __all__ = [
+    "find_system_binary",
     "free_port",
     "is_alive",
     "kill_commands_of",
@@ -29,6 +32,26 @@ __all__ = [
     "stop",
     "wait_for_port",
 ]
+
+
+def find_system_binary(name: str, debian_package: str) -> str:
+    """Return a system binary (PATH, then /usr/sbin), or raise with an install hint.
+
+    Args:
+        name: the binary, e.g. ``nginx``.
+        debian_package: the Debian package that provides it, for the hint.
+
+    Raises:
+        BackendUnavailableError: it is not installed.
+    """
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise BackendUnavailableError(
+            f"{name} is not installed",
+            hint=f"install it (Debian/Ubuntu: apt-get install {debian_package}; macOS: "
+            f"brew install {name}) or run scripts/bootstrap.sh",
+        )
+    return found
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import pwd
 import resource
-import shutil
 import subprocess
 from pathlib import Path
 
-from session_runtime.errors import BackendError, BackendUnavailableError
+from session_runtime.backends.local.processes import find_system_binary
+from session_runtime.errors import BackendError
 from session_runtime.nginx import NginxConfig, render_nginx_conf
 
 __all__ = [
@@ -32,15 +32,8 @@ _LOCAL_RESOLVER_VALID_S = 1
 
 
 def find_nginx() -> str:
-    """Return the nginx binary (PATH, then /usr/sbin), or raise with an install hint."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if not found:
-        raise BackendUnavailableError(
-            "nginx is not installed",
-            hint="install it (Debian/Ubuntu: apt-get install nginx-light; macOS: brew install "
-            "nginx) or run scripts/bootstrap.sh",
-        )
-    return found
+    """Return the nginx binary, or raise with an install hint."""
+    return find_system_binary("nginx", "nginx-light")
 
 
 def local_nginx_config(
