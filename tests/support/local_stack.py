@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import SecretStr
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
 from session_runtime.backends.local.processes import is_alive, port_is_free
 from session_runtime.backends.local.state import ProcessRecord
-from session_runtime.errors import SessionError
-from session_runtime.models import CreateRequest
+from tests.support.concurrent_creates import create_concurrently
 
 __all__ = [
     "HttpReply",
@@ -220,23 +215,4 @@ def create_many_in_subprocess(
     Returns:
         ``"created"`` or ``"<ErrorType>: <message>"`` per id, in order.
     """
-    deadline = time.monotonic() + 60
-    while not os.path.exists(go_file) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    with ThreadPoolExecutor(max_workers=len(session_ids)) as pool:
-        return list(pool.map(lambda sid: _create_one(state_dir, sid, max_sessions), session_ids))
-
-
-def _create_one(state_dir: str, session_id: str, max_sessions: int) -> str:
-    backend = LocalBackend(state_dir)
-    request = CreateRequest(
-        session_id=session_id,
-        token=SecretStr(f"token-{session_id}"),
-        credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
-        max_sessions=max_sessions,
-    )
-    try:
-        backend.create(request)
-    except SessionError as exc:
-        return f"{type(exc).__name__}: {exc.message}"
-    return "created"
+    return create_concurrently(lambda: LocalBackend(state_dir), session_ids, max_sessions, go_file)
