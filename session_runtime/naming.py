@@ -21,22 +21,28 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "ENV_AGENT_HOST",
     "ENV_AGENT_PORT",
+    "ENV_AUDIT_FILE",
     "ENV_COMMAND_TIMEOUT",
     "ENV_CREDENTIALS_DIR",
+    "ENV_DETACH_TIMEOUT",
     "ENV_GAMCFGDIR",
     "ENV_GAM_BIN",
+    "ENV_GAM_MODE",
     "ENV_IDLE_TIMEOUT",
     "ENV_MAX_CONNECTIONS",
+    "ENV_REPLAY_BYTES",
     "ENV_SESSION_COMMAND",
     "ENV_SESSION_ID",
     "ENV_SESSION_TOKEN",
     "ENV_SESSION_TOKEN_FILE",
+    "HEADER_USER",
     "HEALTH_PATH",
     "LABEL_COMPONENT",
     "LABEL_MANAGED_BY",
     "LABEL_NAME",
     "LABEL_PART_OF",
     "LABEL_SESSION_ID",
+    "METRICS_PATH",
     "PART_OF",
     "PROXY_PORT",
     "PROXY_PORT_NAME",
@@ -72,6 +78,10 @@ AGENT_PORT_NAME = "agent"
 PROXY_PORT = 8080
 PROXY_PORT_NAME = "http"
 HEALTH_PATH = "/healthz"
+#: Prometheus metrics of the agent; like HEALTH_PATH, unauthenticated and not activity.
+METRICS_PATH = "/metrics"
+#: Optional header the server sets on its WebSocket request to name the user (audit).
+HEADER_USER = "X-Gamgui-User"
 SESSION_ID_PLACEHOLDER = "{{SESSION_ID}}"
 SESSION_PATH_PREFIX = "/ws/session/"
 SESSION_PATH_TEMPLATE = f"{SESSION_PATH_PREFIX}{SESSION_ID_PLACEHOLDER}/"
@@ -89,6 +99,14 @@ ENV_MAX_CONNECTIONS = "SESSION_MAX_CONNECTIONS"
 ENV_COMMAND_TIMEOUT = "SESSION_COMMAND_TIMEOUT"
 ENV_CREDENTIALS_DIR = "GAM_CREDENTIALS_DIR"
 ENV_GAMCFGDIR = "GAMCFGDIR"
+#: Bytes of each command's messages kept for replay to re-attaching clients.
+ENV_REPLAY_BYTES = "SESSION_REPLAY_BYTES"
+#: Seconds a command with no client attached keeps running before it is cancelled.
+ENV_DETACH_TIMEOUT = "SESSION_DETACH_TIMEOUT"
+#: ``warm`` (fork from a process that imported GAM once) or ``cold`` (exec per command).
+ENV_GAM_MODE = "SESSION_GAM_MODE"
+#: Optional file the agent appends its audit lines to (besides stdout).
+ENV_AUDIT_FILE = "SESSION_AUDIT_FILE"
 
 # --- Kubernetes names ---------------------------------------------------------
 DEFAULT_NAMESPACE = "gamgui"

@@ -1,22 +1,33 @@
-"""The session WebSocket protocol, v1 (``gamgui.session.v1``), without any I/O.
+"""The session WebSocket protocol, v1.1 (``gamgui.session.v1``), without any I/O.
 
 Every frame is a JSON text object with a ``type``. The agent and the client
 both parse and build messages here, so the rules live in one place and are
 tested without sockets (the sans-I/O shape of the ``websockets`` library).
 
-Client -> agent: ``command`` (``command`` string or ``argv`` list), ``cancel``,
-``ping``. A text frame that does not start with ``{`` is a command string, so
-``echo "info domain" | websocat ...`` works.
+Client -> agent: ``command`` (``command`` string or ``argv`` list; optional
+``stdin: true`` or ``tty: {cols, rows}``), ``cancel``, ``attach`` (``id``,
+``after_seq``), ``stdin`` (``id``, ``data`` or ``eof: true``), ``resize``
+(``id``, ``cols``, ``rows``), ``ping``. A text frame that does not start with
+``{`` is a command string, so ``echo "info domain" | websocat ...`` works.
 
-Agent -> client: ``welcome``, ``started``, ``output``, ``exit``, ``error``,
-``pong``. Messages about the session's initial command carry ``initial: true``.
+Agent -> client: ``welcome``, ``started``, ``output``, ``gap``, ``exit``,
+``error``, ``pong``. Messages about the session's initial command carry
+``initial: true``.
+
+v1.1 only adds optional fields and message types, so a v1 peer keeps working:
+``output`` and ``exit`` carry ``seq`` (1, 2, 3 ... per command, in the order
+the agent produced them); a command outlives its connection and any client may
+``attach`` to it and be replayed every retained message with ``seq >
+after_seq`` (a ``gap`` first names what the bounded buffer dropped).
+``python -m session_runtime.protocol --schema`` prints the JSON Schema of every
+message (``docs/protocol.schema.json``).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -29,28 +40,44 @@ __all__ = [
     "INITIAL_COMMAND_ID",
     "MAX_ARGS",
     "MAX_MESSAGE_BYTES",
+    "MAX_TTY_SIZE",
+    "PROTOCOL_REVISION",
     "PROTOCOL_VERSION",
     "AgentMessage",
+    "AgentMessageModel",
+    "AttachMessage",
     "CancelMessage",
     "ClientMessage",
+    "ClientMessageModel",
     "CommandMessage",
+    "CommandState",
+    "CommandSummary",
     "ErrorCode",
     "ErrorMessage",
     "ExitMessage",
+    "GamMode",
+    "GapMessage",
     "OutputMessage",
     "PingMessage",
     "PongMessage",
     "ProtocolViolation",
+    "ResizeMessage",
     "StartedMessage",
+    "StdinMessage",
     "Stream",
+    "TtySize",
     "WelcomeMessage",
     "command_argv",
     "encode",
+    "json_schema",
     "parse_agent_message",
     "parse_client_message",
 ]
 
 PROTOCOL_VERSION = naming.SUBPROTOCOL
+#: The revision within v1 this module speaks (``welcome.revision``); v1.1 adds only
+#: optional fields and message types.
+PROTOCOL_REVISION = "1.1"
 #: Largest client frame the agent accepts; GAM command lines are far shorter.
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Most arguments one command may have after splitting.
@@ -58,11 +85,20 @@ MAX_ARGS = 1024
 #: The ``id`` of the command given in SESSION_COMMAND, run once at start.
 INITIAL_COMMAND_ID = "initial"
 _MAX_ID_LENGTH = 128
+#: Largest terminal a ``tty`` command or a ``resize`` may ask for, per side.
+MAX_TTY_SIZE = 1000
 
 ErrorCode = Literal["bad_request", "busy", "not_allowed", "unauthorized", "internal"]
-ERROR_CODES: tuple[str, ...] = ("bad_request", "busy", "not_allowed", "unauthorized", "internal")
-Stream = Literal["stdout", "stderr"]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
+#: ``tty`` is the merged output of a command run under a pseudo-terminal.
+Stream = Literal["stdout", "stderr", "tty"]
+#: How the agent starts GAM: ``warm`` forks from a process that imported GAM once.
+GamMode = Literal["warm", "cold"]
+CommandState = Literal["running", "finished"]
 MessageId = Annotated[str, Field(min_length=1, max_length=_MAX_ID_LENGTH)]
+#: Per-command sequence numbers start at 1; 0 means "nothing seen yet".
+Seq = Annotated[int, Field(ge=0)]
+TtySide = Annotated[int, Field(ge=1, le=MAX_TTY_SIZE)]
 
 
 class ProtocolViolation(ValueError):
@@ -93,17 +129,29 @@ class _AgentMessage(BaseModel):
 
 
 # --- client -> agent ------------------------------------------------------------
+class TtySize(_Message):
+    """A terminal's size in character cells."""
+
+    cols: TtySide
+    rows: TtySide
+
+
 class CommandMessage(_Message):
     """Run one GAM command: a ``command`` string (split with shlex) or an ``argv`` list.
 
     ``id`` is chosen by the client and echoed on every reply; the agent assigns
-    one when a plain text frame carried the command.
+    one when a plain text frame carried the command. With ``stdin: true`` the
+    command reads what ``stdin`` messages send (else ``/dev/null``); with
+    ``tty`` it runs under a pseudo-terminal of that size (stdin implied, output
+    arrives as ``stream: "tty"``).
     """
 
     type: Literal["command"] = "command"
     id: MessageId | None = None
     command: str | None = None
     argv: list[str] | None = Field(default=None, max_length=MAX_ARGS)
+    stdin: bool = False
+    tty: TtySize | None = None
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> CommandMessage:
@@ -111,12 +159,61 @@ class CommandMessage(_Message):
             raise ValueError("give exactly one of 'command' (a string) or 'argv' (a list)")
         return self
 
+    @property
+    def wants_stdin(self) -> bool:
+        """Whether the command reads client input (``stdin: true`` or a tty)."""
+        return self.stdin or self.tty is not None
+
 
 class CancelMessage(_Message):
-    """Stop the running command (SIGTERM, then SIGKILL after a grace period)."""
+    """Stop a running command (SIGTERM, then SIGKILL after a grace period).
+
+    Any authenticated client of the session may cancel; without ``id`` the
+    running command is meant.
+    """
 
     type: Literal["cancel"] = "cancel"
     id: MessageId | None = None
+
+
+class AttachMessage(_Message):
+    """Follow a command: replay its retained messages with ``seq > after_seq``, then live.
+
+    The reply is the command's ``started``, a ``gap`` when messages after
+    ``after_seq`` were dropped, the retained ``output`` messages in order, and
+    ``exit`` when the command has ended (at once, or when it does).
+    """
+
+    type: Literal["attach"] = "attach"
+    id: MessageId
+    after_seq: Seq = 0
+
+
+class StdinMessage(_Message):
+    """Write ``data`` to a command's stdin, or close it with ``eof: true``.
+
+    Only for commands started with ``stdin: true`` or ``tty``.
+    """
+
+    type: Literal["stdin"] = "stdin"
+    id: MessageId
+    data: str | None = Field(default=None, max_length=MAX_MESSAGE_BYTES)
+    eof: bool = False
+
+    @model_validator(mode="after")
+    def _data_or_eof(self) -> StdinMessage:
+        if (self.data is None) == (not self.eof):
+            raise ValueError("give exactly one of 'data' (a string) or 'eof': true")
+        return self
+
+
+class ResizeMessage(_Message):
+    """Resize the pseudo-terminal of a ``tty`` command (the command gets SIGWINCH)."""
+
+    type: Literal["resize"] = "resize"
+    id: MessageId
+    cols: TtySide
+    rows: TtySide
 
 
 class PingMessage(_Message):
@@ -126,31 +223,58 @@ class PingMessage(_Message):
     id: MessageId | None = None
 
 
-ClientMessage = Annotated[CommandMessage | CancelMessage | PingMessage, Field(discriminator="type")]
-CLIENT_MESSAGE_TYPES: tuple[str, ...] = ("command", "cancel", "ping")
+ClientMessageModel = (
+    CommandMessage | CancelMessage | AttachMessage | StdinMessage | ResizeMessage | PingMessage
+)
+ClientMessage = Annotated[ClientMessageModel, Field(discriminator="type")]
+CLIENT_MESSAGE_TYPES: tuple[str, ...] = ("command", "cancel", "attach", "stdin", "resize", "ping")
 
 
 # --- agent -> client ------------------------------------------------------------
+class CommandSummary(_AgentMessage):
+    """One of the session's commands as listed in ``welcome``: what to ``attach`` to."""
+
+    id: str
+    state: CommandState
+    #: The highest ``seq`` produced so far (the ``exit``'s once finished).
+    last_seq: Seq = 0
+    initial: bool = False
+    tty: bool = False
+
+
 class WelcomeMessage(_AgentMessage):
     """First frame on every connection: who answers, and in which versions."""
 
     type: Literal["welcome"] = "welcome"
     session_id: str
     protocol: str = PROTOCOL_VERSION
+    #: The revision within v1 the agent speaks (``"1.1"``); absent from v1 agents.
+    revision: str | None = None
     agent_version: str
     gam_version: str | None = None
+    #: How GAM is started (v1.1): ``warm`` (forked from a process that imported it) or ``cold``.
+    gam_mode: GamMode | None = None
     busy: bool = False
     #: Whether the session was started with an initial command (replayed next).
     initial_command: bool = False
+    #: The running command and the last finished one, oldest first (v1.1).
+    commands: list[CommandSummary] = Field(default_factory=list)
 
 
 class StartedMessage(_AgentMessage):
-    """The command's process is running; ``argv`` is what GAM received (without GAM_BIN)."""
+    """The command's process is running; ``argv`` is what GAM received (without GAM_BIN).
+
+    Also the first reply to ``attach``.
+    """
 
     type: Literal["started"] = "started"
     id: str
     argv: list[str]
     initial: bool = False
+    #: v1.1: the command reads client input (``stdin`` messages).
+    stdin: bool = False
+    #: v1.1: the terminal size of a ``tty`` command.
+    tty: TtySize | None = None
 
 
 class OutputMessage(_AgentMessage):
@@ -160,6 +284,18 @@ class OutputMessage(_AgentMessage):
     id: str
     stream: Stream
     data: str
+    initial: bool = False
+    #: v1.1: this message's place in its command's sequence (1, 2, 3 ...).
+    seq: int | None = Field(default=None, ge=1)
+
+
+class GapMessage(_AgentMessage):
+    """Messages ``from_seq`` to ``to_seq`` (inclusive) of a command were dropped (buffer full)."""
+
+    type: Literal["gap"] = "gap"
+    id: str
+    from_seq: int = Field(ge=1)
+    to_seq: int = Field(ge=1)
     initial: bool = False
 
 
@@ -173,6 +309,8 @@ class ExitMessage(_AgentMessage):
     cancelled: bool = False
     timed_out: bool = False
     initial: bool = False
+    #: v1.1: the last ``seq`` of the command (one more than its last output's).
+    seq: int | None = Field(default=None, ge=1)
 
 
 class ErrorMessage(_AgentMessage):
@@ -191,18 +329,28 @@ class PongMessage(_AgentMessage):
     id: str | None = None
 
 
-AgentMessage = Annotated[
-    WelcomeMessage | StartedMessage | OutputMessage | ExitMessage | ErrorMessage | PongMessage,
-    Field(discriminator="type"),
-]
-AGENT_MESSAGE_TYPES: tuple[str, ...] = ("welcome", "started", "output", "exit", "error", "pong")
-
-_CLIENT_ADAPTER: TypeAdapter[CommandMessage | CancelMessage | PingMessage] = TypeAdapter(
-    ClientMessage
+AgentMessageModel = (
+    WelcomeMessage
+    | StartedMessage
+    | OutputMessage
+    | GapMessage
+    | ExitMessage
+    | ErrorMessage
+    | PongMessage
 )
-_AGENT_ADAPTER: TypeAdapter[
-    WelcomeMessage | StartedMessage | OutputMessage | ExitMessage | ErrorMessage | PongMessage
-] = TypeAdapter(AgentMessage)
+AgentMessage = Annotated[AgentMessageModel, Field(discriminator="type")]
+AGENT_MESSAGE_TYPES: tuple[str, ...] = (
+    "welcome",
+    "started",
+    "output",
+    "gap",
+    "exit",
+    "error",
+    "pong",
+)
+
+_CLIENT_ADAPTER: TypeAdapter[ClientMessageModel] = TypeAdapter(ClientMessage)
+_AGENT_ADAPTER: TypeAdapter[AgentMessageModel] = TypeAdapter(AgentMessage)
 
 
 def _describe(error: ValidationError) -> str:
@@ -213,7 +361,7 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_client_message(frame: str | bytes) -> CommandMessage | CancelMessage | PingMessage:
+def parse_client_message(frame: str | bytes) -> ClientMessageModel:
     """Parse one frame sent by a client.
 
     Args:
@@ -296,9 +444,7 @@ def command_argv(message: CommandMessage) -> list[str]:
     return args
 
 
-def parse_agent_message(
-    frame: str | bytes,
-) -> WelcomeMessage | StartedMessage | OutputMessage | ExitMessage | ErrorMessage | PongMessage:
+def parse_agent_message(frame: str | bytes) -> AgentMessageModel:
     """Parse one frame sent by an agent (used by the client).
 
     Args:
@@ -325,3 +471,51 @@ def encode(message: BaseModel) -> str:
         message: any message model from this module.
     """
     return message.model_dump_json(exclude_none=True)
+
+
+def json_schema() -> dict[str, object]:
+    """Return the JSON Schema (draft 2020-12) of every client and agent message.
+
+    Generated from the models above, never written by hand:
+    ``docs/protocol.schema.json`` is this function's output, and a test keeps
+    it current.
+    """
+    client = _CLIENT_ADAPTER.json_schema(ref_template="#/$defs/{model}")
+    agent = _AGENT_ADAPTER.json_schema(ref_template="#/$defs/{model}")
+    defs: dict[str, object] = {}
+    for part in (client, agent):
+        defs.update(part.pop("$defs", {}))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://gamgui.io/schemas/session-protocol-v1.1.json",
+        "title": f"{PROTOCOL_VERSION} (revision {PROTOCOL_REVISION})",
+        "description": "Frames of the gamgui session WebSocket protocol; each is one JSON text "
+        "frame. ClientMessage: client -> agent; AgentMessage: agent -> client.",
+        "$defs": {
+            **defs,
+            "ClientMessage": client,
+            "AgentMessage": agent,
+        },
+        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/AgentMessage"}],
+    }
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse  # noqa: PLC0415 - only for the command line
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m session_runtime.protocol",
+        description="Print the session protocol's JSON Schema.",
+    )
+    parser.add_argument("--schema", action="store_true", help="print the JSON Schema")
+    args = parser.parse_args(argv)
+    if not args.schema:
+        parser.print_help(sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in tests
+    raise SystemExit(_main())

@@ -14,7 +14,7 @@ import websocket
 from session_runtime import naming
 from session_runtime.client import SessionConnection
 from session_runtime.errors import CommandRejectedError, CommandTimeoutError, ConnectionLostError
-from session_runtime.protocol import MAX_MESSAGE_BYTES
+from session_runtime.protocol import CLIENT_MESSAGE_TYPES, MAX_MESSAGE_BYTES
 from tests.agent.conftest import TOKEN
 from tests.support.agents import RunningAgent, running_agent
 
@@ -147,7 +147,8 @@ def test_malformed_json_and_unknown_type_get_bad_request_and_the_connection_stay
             "type": "error",
             "code": "bad_request",
             "id": "u1",
-            "message": "unknown message type 'shutdown'; expected one of: command, cancel, ping",
+            "message": "unknown message type 'shutdown'; expected one of: "
+            + ", ".join(CLIENT_MESSAGE_TYPES),
         }
         ws.send('{"type": "ping", "id": "p"}')
         assert json.loads(ws.recv()) == {"type": "pong", "id": "p"}
