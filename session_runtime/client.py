@@ -32,6 +32,7 @@ from session_runtime.errors import (
 from session_runtime.models import CommandResult
 from session_runtime.protocol import (
     AgentMessage,
+    AgentMessageModel,
     CancelMessage,
     CommandMessage,
     ErrorMessage,
@@ -50,9 +51,7 @@ from session_runtime.protocol import (
 __all__ = ["InitialCommand", "OutputChunk", "SessionConnection"]
 
 _UNREACHABLE = frozenset({502, 503, 504})
-_Message = (
-    WelcomeMessage | StartedMessage | OutputMessage | ExitMessage | ErrorMessage | PongMessage
-)
+_Message = AgentMessageModel
 
 
 @dataclass(frozen=True)
