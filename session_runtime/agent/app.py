@@ -1,7 +1,8 @@
 """Start-up, signals and the idle exit: the agent's whole life in one coroutine.
 
 The port is bound and a ``listening`` line logged before anything slow (the
-GAM version probe and the initial command run in the background), so the
+initial command runs in the background; the GAM version comes from package
+metadata, so nothing runs before the first command), so the
 local backend and Kubernetes probes see the agent quickly.
 """
 
@@ -76,13 +77,11 @@ async def run_agent(config: AgentConfig) -> int:
         initial = _initial_argv(config)
         if initial is not None:
             session.start_initial(initial)
-        probe = loop.create_task(session.probe_gam_version())
         idle = loop.create_task(_idle_watch(session, stop))
         await stop.wait()
         if idle.done() and not idle.cancelled():
             reason = "idle"
         idle.cancel()
-        probe.cancel()
         await _stop_job(session)
         ws_server.close(close_connections=True)  # code 1001, going away
         with contextlib.suppress(TimeoutError):

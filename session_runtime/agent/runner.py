@@ -20,10 +20,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from session_runtime.protocol import Stream
+from session_runtime.protocol import GamMode, Stream, TtySize
 
-__all__ = ["CHUNK_BYTES", "CommandRun", "OutputSink", "RunOutcome", "SinkGone"]
+if TYPE_CHECKING:
+    from session_runtime.agent.launcher import GamLauncher
+
+__all__ = ["CHUNK_BYTES", "CommandRun", "OutputSink", "RunOutcome", "SinkGone", "StdinClosed"]
 
 CHUNK_BYTES = 64 * 1024
 #: Exit code reported when GAM_BIN cannot be executed, as a shell would.
@@ -36,6 +40,10 @@ class SinkGone(Exception):
     """Raised by a sink whose reader went away; the run then terminates the process."""
 
 
+class StdinClosed(Exception):
+    """The command takes no input, its stdin was closed (EOF sent), or it has ended."""
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """How a process ended. ``code`` is 128+N when signal N ended it."""
@@ -45,6 +53,8 @@ class RunOutcome:
     cancelled: bool = False
     timed_out: bool = False
     detached: bool = False
+    #: How the process was born.
+    gam_mode: GamMode = "cold"
 
 
 class CommandRun:
@@ -57,6 +67,10 @@ class CommandRun:
         cwd: the working directory (GAMCFGDIR, writable).
         kill_grace_s: seconds between SIGTERM and SIGKILL when stopping.
         timeout_s: seconds before the run is stopped as timed out; 0 = none.
+        stdin: give the process a pipe for :meth:`write_stdin` instead of ``/dev/null``.
+        tty: run under a pseudo-terminal of this size (stdin implied); output
+            then reaches the sink as stream ``tty``.
+        launcher: how to start the process (warm or cold); cold exec when None.
     """
 
     def __init__(
@@ -68,8 +82,15 @@ class CommandRun:
         cwd: Path,
         kill_grace_s: float,
         timeout_s: float = 0.0,
+        stdin: bool = False,
+        tty: TtySize | None = None,
+        launcher: GamLauncher | None = None,
     ) -> None:
         self.argv = argv
+        self.wants_stdin = stdin or tty is not None
+        self.tty = tty
+        self._launcher = launcher
+        self._stdin_open = self.wants_stdin
         self._sink = sink
         self._env = dict(env)
         self._cwd = cwd
@@ -84,6 +105,49 @@ class CommandRun:
     def pid(self) -> int | None:
         """The process id once started."""
         return self._proc.pid if self._proc else None
+
+    async def write_stdin(self, data: str) -> None:
+        """Write ``data`` (UTF-8) to the process's stdin, waiting while its pipe is full.
+
+        Raises:
+            StdinClosed: the command takes no input, EOF was sent, or it ended.
+        """
+        proc = self._proc
+        if (
+            not self._stdin_open
+            or proc is None
+            or proc.stdin is None
+            or proc.returncode is not None
+        ):
+            raise StdinClosed("this command's input is closed")
+        try:
+            proc.stdin.write(data.encode("utf-8", "replace"))
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self._stdin_open = False
+            raise StdinClosed("the command closed its input") from exc
+
+    def close_stdin(self) -> None:
+        """Send EOF: close the stdin pipe.
+
+        Raises:
+            StdinClosed: the command takes no input, or EOF was already sent.
+        """
+        proc = self._proc
+        if not self._stdin_open or proc is None or proc.stdin is None:
+            raise StdinClosed("this command's input is closed")
+        self._stdin_open = False
+        proc.stdin.close()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the pseudo-terminal's size and signal the process group (SIGWINCH).
+
+        Raises:
+            ValueError: the command does not run under a terminal.
+        """
+        if self.tty is None:
+            raise ValueError("this command does not run under a terminal")
+        raise NotImplementedError("terminal commands are not supported yet")
 
     def stop(self, reason: str = "cancelled") -> None:
         """Ask the process to end: SIGTERM to its group, SIGKILL after the grace period.
@@ -136,7 +200,7 @@ class CommandRun:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if self.wants_stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from session_runtime.agent.config import AgentConfig
+from session_runtime.agent.launcher import GamLauncher
 from session_runtime.agent.log import log_event
 from session_runtime.agent.runner import CommandRun, RunOutcome, SinkGone
 from session_runtime.protocol import (
@@ -34,8 +34,6 @@ __all__ = ["Job", "ReplayBuffer", "Send", "Session", "SessionBusy", "gam_environ
 #: Sends one text frame; raises :class:`SinkGone` when the peer is gone.
 Send = Callable[[str], Awaitable[None]]
 
-_GAM_VERSION = re.compile(r"\bGAM (\d+\.\d+[\w.\-]*)")
-_VERSION_PROBE_TIMEOUT_S = 120.0
 #: Variables the agent itself reads that GAM must never see.
 _PRIVATE_ENV = frozenset({"SESSION_TOKEN", "SESSION_TOKEN_FILE"})
 
@@ -112,7 +110,7 @@ class Session:
     def __init__(self, config: AgentConfig, credentials_found: list[str]) -> None:
         self.config = config
         self.credentials_found = credentials_found
-        self.gam_version: str | None = None
+        self.launcher = GamLauncher(config)
         self.started_at = time.time()
         self.last_activity = self.started_at
         self._last_activity_mono = time.monotonic()
@@ -124,6 +122,11 @@ class Session:
         self._ids = itertools.count(1)
         self._env = gam_environment(config)
         self.idle = asyncio.Event()
+
+    @property
+    def gam_version(self) -> str | None:
+        """The installed GAM's version (package metadata), when GAM_BIN is that GAM."""
+        return self.launcher.gam_version
 
     # --- activity -------------------------------------------------------------
     def touch(self) -> None:
@@ -204,6 +207,7 @@ class Session:
             cwd=self.config.gam_config_dir,
             kill_grace_s=self.config.kill_grace_s,
             timeout_s=self.config.command_timeout_s,
+            launcher=self.launcher,
         )
 
     async def _drive(
@@ -286,31 +290,3 @@ class Session:
             await send(replay.exit)
         elif self.job is not None and self.job.initial:
             self.subscribe(connection, send)
-
-    # --- GAM version --------------------------------------------------------------
-    async def probe_gam_version(self) -> None:
-        """Run ``GAM_BIN version`` once (before any command) and remember the version."""
-        chunks: list[str] = []
-
-        async def sink(stream: Stream, data: str) -> None:
-            if stream == "stdout" and sum(map(len, chunks)) < 65536:
-                chunks.append(data)
-
-        run = CommandRun(
-            [self.config.gam_bin, "version"],
-            sink,
-            env=self._env,
-            cwd=self.config.gam_config_dir,
-            kill_grace_s=self.config.kill_grace_s,
-            timeout_s=_VERSION_PROBE_TIMEOUT_S,
-        )
-        async with self._exec_lock:
-            outcome = await run.run()
-        match = _GAM_VERSION.search("".join(chunks))
-        self.gam_version = match.group(1) if match else None
-        log_event(
-            "gam_version",
-            level="info" if match else "warning",
-            gam_version=self.gam_version,
-            code=outcome.code,
-        )
