@@ -177,7 +177,9 @@ def test_oversize_message_closes_with_1009_and_the_agent_survives(agent: Running
     assert agent.health()["status"] == "ok"
 
 
-def test_second_command_while_busy_gets_busy_and_another_client_may_cancel_it(agent: RunningAgent, tmp_path: Path) -> None:
+def test_second_command_while_busy_gets_busy_and_another_client_may_cancel_it(
+    agent: RunningAgent, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "pid"
     with SessionConnection.open(agent.url, TOKEN) as first:
         chunks = first.stream(["pidfile", str(pidfile), "30"])
