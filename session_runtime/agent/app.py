@@ -74,6 +74,7 @@ async def run_agent(config: AgentConfig) -> int:
             idle_timeout_s=config.idle_timeout_s,
             command_timeout_s=config.command_timeout_s,
         )
+        await session.launcher.start()
         initial = _initial_argv(config)
         if initial is not None:
             session.start_initial(initial)
@@ -83,6 +84,7 @@ async def run_agent(config: AgentConfig) -> int:
             reason = "idle"
         idle.cancel()
         await _stop_job(session)
+        await session.launcher.close()
         ws_server.close(close_connections=True)  # code 1001, going away
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ws_server.wait_closed(), 5)
