@@ -14,6 +14,8 @@ commands that are slow, huge, failing or badly encoded on demand:
 ``ignoreterm PATH N``  ignores SIGTERM, writes its pid to PATH, sleeps N seconds
 ``env NAME``           prints the variable's value or ``<unset>``
 ``touch PATH``         creates PATH (so tests can tell the fake really ran)
+``slowlines N S``      prints ``line i of N`` for i = 1..N, one every S seconds, then ``done``
+``ask``                prints ``name? ``, reads a line from stdin, prints ``hello <line>``
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
         print(os.environ.get(args[0], "<unset>"))
     elif cmd == "touch":
         Path(args[0]).touch()
+    elif cmd == "slowlines":
+        count, interval = int(args[0]), float(args[1])
+        for i in range(1, count + 1):
+            _write(sys.stdout, f"line {i} of {count}\n".encode())
+            if i < count:
+                time.sleep(interval)
+        _write(sys.stdout, b"done\n")
+    elif cmd == "ask":
+        _write(sys.stdout, b"name? ")
+        print(f"hello {sys.stdin.readline().strip()}")
     else:
         print(f"fake gam: unknown command {cmd!r}", file=sys.stderr)
         return 2
