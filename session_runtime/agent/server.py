@@ -118,6 +118,7 @@ class SessionServer:
             "uptime_s": round(time.time() - s.started_at, 3),
             "credentials_found": bool(s.credentials_found),
             "gam_version": s.gam_version,
+            "gam_mode": s.launcher.mode,
             "connections": len(s.connections),
         }
 
