@@ -77,7 +77,7 @@ def _console(args: argparse.Namespace) -> int:
         raise BackendUnavailableError("The local stack's proxy is not running")
     session = manager.get_session(args.session_id)
     url = console_url(proxy_url, session.session_id, session.token.get_secret_value())
-    missing = missing_vendor_files(stack.state.nginx_dir / CONSOLE_DIR_NAME)
+    missing = missing_vendor_files(stack.state.root / CONSOLE_DIR_NAME)
     if missing:
         sys.stderr.write(
             f"warning: the console lacks {', '.join(missing)}: run scripts/bootstrap.sh, "

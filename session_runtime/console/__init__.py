@@ -30,7 +30,8 @@ __all__ = [
 
 #: Where the proxy serves the page (local stack only).
 CONSOLE_PATH = "/console/"
-#: The served directory's name inside the local stack's nginx prefix.
+#: The served directory's name inside the local stack's state directory. Not in nginx's
+#: private prefix: nginx workers may run as an unprivileged user who must read it.
 CONSOLE_DIR_NAME = "console"
 #: Where ``scripts/bootstrap.sh`` installs the npm packages (a checkout's ``.tools``).
 VENDOR_NODE_MODULES = Path(__file__).resolve().parents[2] / ".tools" / "xterm" / "node_modules"

@@ -81,7 +81,7 @@ def console_stack(
 ) -> Iterator[ConsoleStack]:
     """A local stack with its default session (real GAM), always taken down."""
     with running_stack(tmp_path_factory.mktemp("stack")) as stack:
-        missing = missing_vendor_files(stack.state.nginx_dir / CONSOLE_DIR_NAME)
+        missing = missing_vendor_files(stack.state.root / CONSOLE_DIR_NAME)
         if missing:
             pytest.skip(f"the console lacks {', '.join(missing)} (scripts/bootstrap.sh)")
         proxy_url = stack.proxy_url()

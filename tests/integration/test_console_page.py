@@ -28,7 +28,7 @@ def test_the_page_is_html_with_a_strict_content_security_policy(proxy_port: int)
 
 
 def test_xterm_is_served_beside_the_page(local_stack: LocalStack, proxy_port: int) -> None:
-    if missing_vendor_files(local_stack.state.nginx_dir / CONSOLE_DIR_NAME):
+    if missing_vendor_files(local_stack.state.root / CONSOLE_DIR_NAME):
         pytest.skip("xterm.js is not installed (scripts/bootstrap.sh installs it)")
     types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
     for name in VENDOR_FILES:
@@ -41,17 +41,21 @@ def test_xterm_is_served_beside_the_page(local_stack: LocalStack, proxy_port: in
     "target",
     [
         "/console/no-such-file.html",
-        "/console/..%2fnginx.conf",
-        "/console/../nginx.conf",
-        "/console../nginx.conf",
-        "/console/vendor/../../nginx.conf",
+        "/console/..%2ftokens/default",
+        "/console/../tokens/default",
+        "/console../tokens/default",
+        "/console/vendor/../../stack.json",
+        "/console/%2e%2e/stack.json",
     ],
 )
-def test_nothing_outside_the_page_directory_is_served(proxy_port: int, target: str) -> None:
+def test_nothing_outside_the_page_directory_is_served(
+    proxy_port: int, default_token: str, target: str
+) -> None:
+    """The page directory sits in the state directory beside the tokens: none may leak."""
     reply = raw_request(proxy_port, target, websocket=False)
 
     assert reply.status in (400, 404), reply
-    assert b"worker_processes" not in reply.body
+    assert default_token.encode() not in reply.body and b"proxy_port" not in reply.body
     assert json.loads(reply.body)["code"] in (CODE_NOT_FOUND, "bad_request")
 
 

@@ -269,7 +269,7 @@ class LocalStack:
     ) -> tuple[ProcessRecord, int]:
         prefix, logs = self.state.nginx_dir, self.state.logs_dir
         error_log = logs / "nginx-error.log"
-        console_dir = install_console(prefix / CONSOLE_DIR_NAME)
+        console_dir = install_console(self.state.root / CONSOLE_DIR_NAME)
         for _ in range(_START_ATTEMPTS):
             port = free_port(proxy.PROXY_LISTEN_ADDRESS)
             config = proxy.local_nginx_config(
