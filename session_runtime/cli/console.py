@@ -21,8 +21,8 @@ from session_runtime.cli._common import (
     session_id_arg,
 )
 from session_runtime.console import (
-    CONSOLE_DIR_NAME,
     CONSOLE_PATH,
+    console_dir_for,
     console_url,
     missing_vendor_files,
 )
@@ -77,7 +77,7 @@ def _console(args: argparse.Namespace) -> int:
         raise BackendUnavailableError("The local stack's proxy is not running")
     session = manager.get_session(args.session_id)
     url = console_url(proxy_url, session.session_id, session.token.get_secret_value())
-    missing = missing_vendor_files(stack.state.root / CONSOLE_DIR_NAME)
+    missing = missing_vendor_files(console_dir_for(stack.state.root))
     if missing:
         sys.stderr.write(
             f"warning: the console lacks {', '.join(missing)}: run scripts/bootstrap.sh, "

@@ -21,7 +21,7 @@ from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
 from session_runtime.backends.local.dns import find_dnsmasq
 from session_runtime.backends.local.proxy import find_nginx
-from session_runtime.console import CONSOLE_DIR_NAME, console_url, missing_vendor_files
+from session_runtime.console import console_dir_for, console_url, missing_vendor_files
 from session_runtime.errors import BackendUnavailableError
 from session_runtime.ids import DEFAULT_SESSION_ID, generate_session_id
 from session_runtime.models import CreateRequest
@@ -81,7 +81,7 @@ def console_stack(
 ) -> Iterator[ConsoleStack]:
     """A local stack with its default session (real GAM), always taken down."""
     with running_stack(tmp_path_factory.mktemp("stack")) as stack:
-        missing = missing_vendor_files(stack.state.root / CONSOLE_DIR_NAME)
+        missing = missing_vendor_files(console_dir_for(stack.state.root))
         if missing:
             pytest.skip(f"the console lacks {', '.join(missing)} (scripts/bootstrap.sh)")
         proxy_url = stack.proxy_url()

@@ -6,6 +6,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,10 +21,13 @@ from session_runtime.cli import console as console_cli
 from session_runtime.console import (
     CONSOLE_PATH,
     VENDOR_FILES,
+    console_dir_for,
     console_url,
     install_console,
     missing_vendor_files,
+    remove_console,
 )
+from session_runtime.errors import BackendError
 from session_runtime.nginx import NginxConfig, render_nginx_conf
 from session_runtime.settings import WebSocketSettings
 
@@ -124,6 +128,41 @@ def test_install_rebuilds_the_directory_and_reports_what_npm_did_not_install(
     assert not (target / "stale.html").exists()
     assert (target / "index.html").is_file()
     assert missing_vendor_files(target) == list(VENDOR_FILES)
+
+
+def test_the_served_directory_is_found_from_the_state_directory_outside_it(
+    tmp_path: Path,
+) -> None:
+    first, second = console_dir_for(tmp_path / "a"), console_dir_for(tmp_path / "b")
+
+    assert first == console_dir_for(tmp_path / "a" / ".." / "a")
+    assert first != second
+    assert first.parent == Path(tempfile.gettempdir())
+    assert tmp_path not in first.parents
+
+
+def test_install_and_remove_refuse_a_directory_that_is_not_the_stacks(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x", encoding="utf-8")
+    link = tmp_path / "console"
+    link.symlink_to(elsewhere)
+
+    with pytest.raises(BackendError, match="not the local stack's") as info:
+        install_console(link, tmp_path / "nothing-installed")
+    assert "symlink" in str(info.value)
+    with pytest.raises(BackendError, match="not the local stack's"):
+        remove_console(link)
+    assert (elsewhere / "keep").is_file()
+
+
+def test_remove_takes_the_directory_away_and_tolerates_its_absence(tmp_path: Path) -> None:
+    target = install_console(tmp_path / "console", tmp_path / "nothing-installed")
+
+    remove_console(target)
+    remove_console(target)
+
+    assert not target.exists()
 
 
 def test_the_page_loads_exactly_the_installed_files_and_speaks_the_protocol() -> None:
