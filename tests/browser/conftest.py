@@ -9,10 +9,12 @@ nginx/dnsmasq or xterm.js is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import SecretStr
@@ -28,8 +30,8 @@ from session_runtime.models import CreateRequest
 from tests.support.fake_gam import fake_gam_bin
 from tests.support.local_stack import running_stack
 
-pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e .[dev])")
-from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,6 +48,8 @@ CHROMIUM_ARGS = [
 
 def _missing() -> list[str]:
     missing = [] if Path(CHROMIUM).is_file() else ["chromium"]
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("playwright (the dev extra)")
     for name, find in (("nginx", find_nginx), ("dnsmasq", find_dnsmasq)):
         try:
             find()
@@ -122,6 +126,8 @@ def fake_session(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[FakeSe
 
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Playwright]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as driver:
         yield driver
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Page, WebSocket
 
 from session_runtime import cli
 from session_runtime.cli.local import stack_env
@@ -19,6 +19,9 @@ from session_runtime.console import console_url
 from session_runtime.ids import DEFAULT_SESSION_ID
 from tests.browser.conftest import ConsoleStack, FakeSession
 from tests.support.local_stack import LogCursor
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, WebSocket
 
 #: Bounds for waits (ms): a cold GAM start on a loaded 2-core machine, a slow command.
 _READY_MS = 30_000
