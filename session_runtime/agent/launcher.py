@@ -114,11 +114,13 @@ class GamLauncher:
 
     Args:
         config: the agent configuration (GAM_BIN, the mode asked for).
+        python_gam: what to fork warm; found from GAM_BIN when omitted (tests
+            pass a stand-in entry point to exercise the zygote without GAM).
     """
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, *, python_gam: PythonGam | None = None) -> None:
         self.config = config
-        self._gam = find_python_gam(config.gam_bin)
+        self._gam = python_gam or find_python_gam(config.gam_bin)
         self._want_warm = config.gam_mode == "warm" and self._gam is not None
         self._zygote: ZygoteProcess | None = None
         self._booting: asyncio.Task[None] | None = None
