@@ -20,8 +20,9 @@ import pytest
 from pydantic import SecretStr
 
 from session_runtime import naming
-from session_runtime.backends.local import LocalBackend, LocalStack
+from session_runtime.backends.local import LocalBackend, LocalStack, proxy
 from session_runtime.backends.local.dns import find_dnsmasq
+from session_runtime.backends.local.processes import spawn, stop, wait_for_port
 from session_runtime.backends.local.proxy import find_nginx
 from session_runtime.console import console_dir_for, console_url, missing_vendor_files
 from session_runtime.errors import BackendUnavailableError
@@ -93,6 +94,48 @@ def console_stack(
         yield ConsoleStack(stack, proxy_url)
 
 
+def restart_nginx(stack: LocalStack) -> None:
+    """Stop the stack's nginx and start it again on the same port (a proxy restart)."""
+    state = stack.state
+    record = state.read_stack()
+    assert record is not None
+    assert stop(record.proxy)
+    prefix, logs = state.nginx_dir, state.logs_dir
+    replacement = spawn(
+        proxy.nginx_argv(
+            find_nginx(),
+            prefix=prefix,
+            conf=prefix / "nginx.conf",
+            error_log=logs / "nginx-error.log",
+        ),
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        log_path=logs / "nginx-stdout.log",
+        cwd=prefix,
+    )
+    with state.locked():
+        state.write_stack(record.model_copy(update={"proxy": replacement}))
+    assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
+
+
+def start_fake_session(stack: LocalStack, gam_dir: Path) -> FakeSession:
+    """Create a ready session running the fake GAM on ``stack`` (the caller deletes it)."""
+    proxy_url = stack.proxy_url()
+    assert proxy_url is not None
+    backend = LocalBackend(stack.state.root, gam_bin=fake_gam_bin(gam_dir))
+    sid = generate_session_id()
+    token = f"tok-{generate_session_id()}"
+    backend.create(
+        CreateRequest(
+            session_id=sid,
+            token=SecretStr(token),
+            credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
+            max_sessions=50,
+        )
+    )
+    backend.wait_ready(sid, timeout=30)
+    return FakeSession(sid, token, console_url(proxy_url, sid, token))
+
+
 @dataclass(frozen=True)
 class FakeSession:
     """A session of the stack whose GAM is :mod:`tests.support.fake_gam`."""
@@ -106,22 +149,11 @@ class FakeSession:
 @pytest.fixture
 def fake_session(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[FakeSession]:
     """A ready session running the fake GAM; deleted after the test."""
-    backend = LocalBackend(console_stack.stack.state.root, gam_bin=fake_gam_bin(tmp_path))
-    sid = generate_session_id()
-    token = f"tok-{generate_session_id()}"
-    backend.create(
-        CreateRequest(
-            session_id=sid,
-            token=SecretStr(token),
-            credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
-            max_sessions=50,
-        )
-    )
+    session = start_fake_session(console_stack.stack, tmp_path)
     try:
-        backend.wait_ready(sid, timeout=30)
-        yield FakeSession(sid, token, console_url(console_stack.proxy_url, sid, token))
+        yield session
     finally:
-        backend.delete(sid)
+        console_stack.stack.backend().delete(session.session_id)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,8 +18,8 @@ from session_runtime import cli
 from session_runtime.cli.local import stack_env
 from session_runtime.console import console_url
 from session_runtime.ids import DEFAULT_SESSION_ID
-from tests.browser.conftest import ConsoleStack, FakeSession
-from tests.support.local_stack import LogCursor
+from tests.browser.conftest import ConsoleStack, FakeSession, restart_nginx, start_fake_session
+from tests.support.local_stack import LogCursor, running_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, WebSocket
@@ -113,6 +114,24 @@ def test_reload_during_a_long_command_reattaches_and_shows_the_rest(
     assert numbers, after
     assert numbers[0] >= 3, "output already shown before the reload is not repeated"
     assert numbers == list(range(numbers[0], 9)), "no holes, no duplicates, in order"
+    assert after.rstrip().endswith("gam>")
+
+
+def test_a_proxy_restart_mid_command_reconnects_and_loses_and_repeats_nothing(
+    tmp_path: Path, page: Page
+) -> None:
+    with running_stack(tmp_path / "stack", default_session=False) as stack:
+        session = start_fake_session(stack, tmp_path)
+        open_ready(page, session.url)
+        marker = type_line(page, "ticks 30 0.1")
+        wait_after(page, marker, "tick 3")
+
+        restart_nginx(stack)
+        after = wait_after(page, marker, "tick 30", state="ready")
+
+    assert "[connection lost; reconnecting…]" in after and "[reconnected]" in after
+    numbers = [int(n) for n in re.findall(r"^tick (\d+)$", after, re.MULTILINE)]
+    assert numbers == list(range(1, 31)), "every line exactly once, in order"
     assert after.rstrip().endswith("gam>")
 
 
