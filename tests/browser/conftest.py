@@ -117,8 +117,16 @@ def restart_nginx(stack: LocalStack) -> None:
     assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
 
 
-def start_fake_session(stack: LocalStack, gam_dir: Path) -> FakeSession:
-    """Create a ready session running the fake GAM on ``stack`` (the caller deletes it)."""
+def start_fake_session(
+    stack: LocalStack, gam_dir: Path, *, command: str | None = None
+) -> FakeSession:
+    """Create a ready session running the fake GAM on ``stack`` (the caller deletes it).
+
+    Args:
+        stack: the running stack.
+        gam_dir: where to write the fake GAM's wrapper.
+        command: the session's initial command.
+    """
     proxy_url = stack.proxy_url()
     assert proxy_url is not None
     backend = LocalBackend(stack.state.root, gam_bin=fake_gam_bin(gam_dir))
@@ -128,6 +136,7 @@ def start_fake_session(stack: LocalStack, gam_dir: Path) -> FakeSession:
         CreateRequest(
             session_id=sid,
             token=SecretStr(token),
+            command=command,
             credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
             max_sessions=50,
         )

@@ -229,3 +229,30 @@ def test_a_url_without_id_or_token_says_how_to_open_the_console(
     page.wait_for_selector("#status[data-kind=error]", timeout=_READY_MS)
 
     assert "gamgui-session console --id" in page.inner_text("#status")
+
+
+def test_without_xterm_the_page_says_how_to_install_it(
+    console_stack: ConsoleStack, page: Page
+) -> None:
+    page.route("**/console/vendor/xterm.js", lambda route: route.fulfill(status=404, body=""))
+    page.goto(console_url(console_stack.proxy_url, DEFAULT_SESSION_ID, "any"))
+    page.wait_for_selector("#status[data-kind=error]", timeout=_READY_MS)
+
+    assert "xterm.js is missing: run scripts/bootstrap.sh" in page.inner_text("#status")
+
+
+def test_the_initial_command_is_shown_once_then_the_prompt(
+    console_stack: ConsoleStack, page: Page, tmp_path: Path
+) -> None:
+    session = start_fake_session(console_stack.stack, tmp_path, command="ticks 3 0.2")
+    try:
+        page.goto(session.url)
+        after = wait_after(page, "[initial command: gam ticks 3 0.2]", "tick 3", state="ready")
+        assert re.findall(r"^tick (\d+)$", after, re.MULTILINE) == ["1", "2", "3"]
+
+        page.reload()
+        wait_state(page, "ready")
+        wait_after(page, type_line(page, "ticks 1 0"), "tick 1", state="ready")
+        assert "[initial command" not in terminal_text(page), "shown once per tab"
+    finally:
+        console_stack.stack.backend().delete(session.session_id)
