@@ -237,7 +237,7 @@ class SessionServer:
             elif isinstance(message, AttachMessage):
                 s.attach(connection, send, message.id, message.after_seq, client)
             elif isinstance(message, StdinMessage):
-                await s.write_stdin(message.id, None if message.eof else message.data)
+                await s.write_stdin(message.id, None if message.eof else message.data, send)
             elif isinstance(message, ResizeMessage):
                 s.resize(message.id, message.cols, message.rows)
             else:
