@@ -165,8 +165,11 @@ def fake_session(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[FakeSe
         console_stack.stack.backend().delete(session.session_id)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Playwright's driver, for one test module only: while it runs, its event loop
+    counts as running in this thread, which would break later tests that use asyncio.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
