@@ -312,7 +312,7 @@ against the API emulator of the tests. They are measurements, not assertions: no
 the test suite depends on them. Each script prints its figures and ratios; with `--write`
 it replaces its own rows and notes below. "reference" is what a figure is compared with;
 "ratio" is measured / reference. The "reproduce" column gives the exact command;
-`python bench/run_all.py --write` runs all five at full size.
+`python bench/run_all.py --write` runs all of them at full size.
 
 ## Results
 

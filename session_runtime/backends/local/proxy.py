@@ -37,7 +37,13 @@ def find_nginx() -> str:
 
 
 def local_nginx_config(
-    *, prefix: Path, logs_dir: Path, port: int, dns_port: int, session_domain: str
+    *,
+    prefix: Path,
+    logs_dir: Path,
+    port: int,
+    dns_port: int,
+    session_domain: str,
+    console_dir: Path | None = None,
 ) -> NginxConfig:
     """Return the proxy config for a local stack rooted at ``prefix``.
 
@@ -47,6 +53,7 @@ def local_nginx_config(
         port: the proxy's port on 127.0.0.1.
         dns_port: the stack's dnsmasq port on 127.0.0.1.
         session_domain: the domain sessions are registered under.
+        console_dir: the console page's directory, served at ``/console/`` (None: no page).
     """
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = hard if hard != resource.RLIM_INFINITY else 65536
@@ -67,6 +74,7 @@ def local_nginx_config(
         error_log=str(logs_dir / "nginx-error.log"),
         access_log=str(logs_dir / "nginx-access.log"),
         user=user,
+        console_dir=str(console_dir) if console_dir is not None else None,
     )
 
 

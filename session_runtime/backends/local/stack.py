@@ -32,6 +32,7 @@ from session_runtime.backends.local.processes import (
     wait_for_port,
 )
 from session_runtime.backends.local.state import ProcessRecord, StackRecord, StateDir
+from session_runtime.console import console_dir_for, install_console, remove_console
 from session_runtime.errors import BackendError
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
@@ -268,10 +269,16 @@ class LocalStack:
     ) -> tuple[ProcessRecord, int]:
         prefix, logs = self.state.nginx_dir, self.state.logs_dir
         error_log = logs / "nginx-error.log"
+        console_dir = install_console(console_dir_for(self.state.root))
         for _ in range(_START_ATTEMPTS):
             port = free_port(proxy.PROXY_LISTEN_ADDRESS)
             config = proxy.local_nginx_config(
-                prefix=prefix, logs_dir=logs, port=port, dns_port=dns_port, session_domain=domain
+                prefix=prefix,
+                logs_dir=logs,
+                port=port,
+                dns_port=dns_port,
+                session_domain=domain,
+                console_dir=console_dir,
             )
             conf = proxy.write_config(prefix, config)
             proxy.check_config(binary, prefix=prefix, conf=conf, error_log=error_log)
@@ -322,6 +329,7 @@ class LocalStack:
                     survivors.append(f"{name} port {address}:{port}")
             if not survivors:
                 self.state.clear_stack()
+                remove_console(console_dir_for(self.state.root))
         return survivors
 
     def require_running(self) -> StackRecord:
