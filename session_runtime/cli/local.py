@@ -71,7 +71,10 @@ def _up(args: argparse.Namespace) -> int:
     from session_runtime.backends.local import LocalStack  # noqa: PLC0415
 
     state_dir = _state_dir(args)
-    status = LocalStack(state_dir).up(progress=ProgressPrinter())
+    status = LocalStack(state_dir).up(
+        connections_per_client=load_settings().proxy_connections_per_client,
+        progress=ProgressPrinter(),
+    )
     proxy_url = status.proxy_url
     if not status.running or proxy_url is None:
         sys.stderr.write(f"error: the local stack in {state_dir} did not come up\n")

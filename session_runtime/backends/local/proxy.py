@@ -15,7 +15,7 @@ from pathlib import Path
 
 from session_runtime.backends.local.processes import find_system_binary
 from session_runtime.errors import BackendError
-from session_runtime.nginx import NginxConfig, render_nginx_conf
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, NginxConfig, render_nginx_conf
 
 __all__ = [
     "PROXY_LISTEN_ADDRESS",
@@ -37,7 +37,13 @@ def find_nginx() -> str:
 
 
 def local_nginx_config(
-    *, prefix: Path, logs_dir: Path, port: int, dns_port: int, session_domain: str
+    *,
+    prefix: Path,
+    logs_dir: Path,
+    port: int,
+    dns_port: int,
+    session_domain: str,
+    connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT,
 ) -> NginxConfig:
     """Return the proxy config for a local stack rooted at ``prefix``.
 
@@ -47,6 +53,7 @@ def local_nginx_config(
         port: the proxy's port on 127.0.0.1.
         dns_port: the stack's dnsmasq port on 127.0.0.1.
         session_domain: the domain sessions are registered under.
+        connections_per_client: connections one client address may hold.
     """
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = hard if hard != resource.RLIM_INFINITY else 65536
@@ -67,6 +74,7 @@ def local_nginx_config(
         error_log=str(logs_dir / "nginx-error.log"),
         access_log=str(logs_dir / "nginx-access.log"),
         user=user,
+        connections_per_client=connections_per_client,
     )
 
 

@@ -35,6 +35,7 @@ from session_runtime.backends.local.state import ProcessRecord, StackRecord, Sta
 from session_runtime.errors import BackendError
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT
 
 __all__ = ["LocalStack", "ProcessStatus", "StackStatus"]
 
@@ -144,6 +145,7 @@ class LocalStack:
         timeout: float = 30.0,
         log_dns_queries: bool = False,
         default_session: bool = True,
+        connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT,
         progress: ProgressCallback | None = None,
     ) -> StackStatus:
         """Start dnsmasq, nginx and the default session; return once all answer.
@@ -155,6 +157,8 @@ class LocalStack:
             timeout: seconds for each part to answer.
             log_dns_queries: log every DNS query to ``logs/dnsmasq.log`` (tests read it).
             default_session: start the always-available ``default`` session.
+            connections_per_client: connections one client address may hold at the proxy
+                (``WEBSOCKET_PROXY_CONNECTIONS_PER_CLIENT``); used when nginx starts.
             progress: receives one event per step.
 
         Raises:
@@ -169,7 +173,14 @@ class LocalStack:
                 stack = None
             if stack is None:
                 try:
-                    stack = self._start(dnsmasq_bin, nginx_bin, timeout, log_dns_queries, progress)
+                    stack = self._start(
+                        dnsmasq_bin,
+                        nginx_bin,
+                        timeout,
+                        log_dns_queries=log_dns_queries,
+                        connections_per_client=connections_per_client,
+                        progress=progress,
+                    )
                 except BaseException:
                     self._stop_all()
                     raise
@@ -206,7 +217,9 @@ class LocalStack:
         dnsmasq_bin: str,
         nginx_bin: str,
         timeout: float,
+        *,
         log_dns_queries: bool,
+        connections_per_client: int,
         progress: ProgressCallback | None,
     ) -> StackRecord:
         domain = naming.session_domain()
@@ -217,7 +230,9 @@ class LocalStack:
         dns_record, dns_port = self._start_dnsmasq(dnsmasq_bin, domain, timeout, log_dns_queries)
         _emit(progress, "dns", f"dnsmasq answers on 127.0.0.1:{dns_port}")
         try:
-            proxy_record, proxy_port = self._start_nginx(nginx_bin, dns_port, domain, timeout)
+            proxy_record, proxy_port = self._start_nginx(
+                nginx_bin, dns_port, domain, timeout, connections_per_client
+            )
         except BaseException:
             stop(dns_record)
             raise
@@ -264,14 +279,19 @@ class LocalStack:
         raise BackendError("dnsmasq did not start", hint=f"see {log}")
 
     def _start_nginx(
-        self, binary: str, dns_port: int, domain: str, timeout: float
+        self, binary: str, dns_port: int, domain: str, timeout: float, connections_per_client: int
     ) -> tuple[ProcessRecord, int]:
         prefix, logs = self.state.nginx_dir, self.state.logs_dir
         error_log = logs / "nginx-error.log"
         for _ in range(_START_ATTEMPTS):
             port = free_port(proxy.PROXY_LISTEN_ADDRESS)
             config = proxy.local_nginx_config(
-                prefix=prefix, logs_dir=logs, port=port, dns_port=dns_port, session_domain=domain
+                prefix=prefix,
+                logs_dir=logs,
+                port=port,
+                dns_port=dns_port,
+                session_domain=domain,
+                connections_per_client=connections_per_client,
             )
             conf = proxy.write_config(prefix, config)
             proxy.check_config(binary, prefix=prefix, conf=conf, error_log=error_log)
