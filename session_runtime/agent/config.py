@@ -7,8 +7,10 @@ naming the variable. The token is held as a ``SecretStr`` and never printed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,16 +102,66 @@ def _port(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
+#: File systems whose files live only in memory: a token there is deleted once read.
+_MEMORY_FS_TYPES = frozenset({"tmpfs", "ramfs"})
+_FD_PATH = re.compile(r"^/(?:dev|proc/self)/fd/(\d+)$")
+
+
+def _mount_fs_type(path: Path) -> str | None:
+    """Return the file-system type of the mount holding ``path`` (Linux mountinfo)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    target, best, fs_type = str(path.parent.resolve()), -1, None
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        if len(fields) < 5 or not after:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > best:
+            best, fs_type = len(mount_point), after.split()[0]
+    return fs_type
+
+
+def _read_token_once(path: str) -> str:
+    """Read the token file, then leave nothing behind that GAM (same uid) could read.
+
+    A ``/dev/fd/N`` pipe (the local stack's hand-off) is closed; a file on a
+    memory-backed volume (the pod's hand-off ``emptyDir``) is deleted. A file
+    elsewhere is left alone: it belongs to whoever wrote it.
+    """
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
+            cause=f"{path}: {type(exc).__name__}",
+            hint="a pod's token is handed over once per container start: delete the pod "
+            "to get a fresh one",
+        ) from None
+    fd = _FD_PATH.fullmatch(path)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(int(fd.group(1)))
+    elif _mount_fs_type(Path(path)) in _MEMORY_FS_TYPES:
+        try:
+            Path(path).unlink()
+        except OSError as exc:
+            raise SettingsError(
+                f"{naming.ENV_SESSION_TOKEN_FILE} could not be removed after reading",
+                cause=f"{path}: {exc.strerror}",
+                hint="mount the token hand-off volume writable (an emptyDir, medium Memory)",
+            ) from None
+    return token
+
+
 def _token(env: Mapping[str, str]) -> SecretStr:
     path = env.get(naming.ENV_SESSION_TOKEN_FILE, "").strip()
     if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(
-                f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
-                cause=f"{path}: {type(exc).__name__}",
-            ) from None
+        token = _read_token_once(path)
         source = naming.ENV_SESSION_TOKEN_FILE
     else:
         token = env.get(naming.ENV_SESSION_TOKEN, "").strip()
