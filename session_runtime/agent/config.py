@@ -7,7 +7,6 @@ naming the variable. The token is held as a ``SecretStr`` and never printed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -133,8 +132,13 @@ def _read_token_once(path: str) -> str:
     memory-backed volume (the pod's hand-off ``emptyDir``) is deleted. A file
     elsewhere is left alone: it belongs to whoever wrote it.
     """
+    fd = _FD_PATH.fullmatch(path)
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        if fd is not None:  # read the descriptor itself: no /proc lookup, then it is closed
+            with os.fdopen(int(fd.group(1)), "rb", closefd=True) as handle:
+                token = handle.read(_MAX_TOKEN_BYTES + 1).decode("utf-8").strip()
+        else:
+            token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(
             f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
@@ -142,11 +146,7 @@ def _read_token_once(path: str) -> str:
             hint="a pod's token is handed over once per container start: delete the pod "
             "to get a fresh one",
         ) from None
-    fd = _FD_PATH.fullmatch(path)
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(int(fd.group(1)))
-    elif _mount_fs_type(Path(path)) in _MEMORY_FS_TYPES:
+    if fd is None and _mount_fs_type(Path(path)) in _MEMORY_FS_TYPES:
         try:
             Path(path).unlink()
         except OSError as exc:
