@@ -390,12 +390,15 @@ class LocalBackend(SessionBackend):
     def runtime_blocker(self) -> str | None:
         """Why a session user could not run this backend's agent and GAM, or None.
 
-        Every directory down to the agent's Python, GAM and GAM's interpreter must
-        be searchable by other users (a checkout under a 0700 ``/root`` is not).
+        Every directory down to the agent's program, GAM and the interpreters their
+        ``#!`` lines name must be searchable by other users (a checkout or a Python
+        under a 0700 ``/root`` is not).
         """
-        gam = shutil.which(self.gam_bin) or self.gam_bin
-        interpreter = script_interpreter(gam)
-        needed = [self.agent_argv[0], gam, *([interpreter] if interpreter else [])]
+        needed = []
+        for program in (self.agent_argv[0], self.gam_bin):
+            path = shutil.which(program) or program
+            interpreter = script_interpreter(path)
+            needed += [path, *([interpreter] if interpreter else [])]
         for path in needed:
             blocked = blocked_path(path)
             if blocked is not None:

@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,14 +124,24 @@ class LocalStack:
 
     Args:
         state_dir: where every pid, port, session record, token and log lives.
+        gam_bin: the GAM the default session runs (default: the backend's).
+        agent_argv: how agents are started (default: the backend's). As root, ``up``
+            checks that session users can run both before it separates them.
     """
 
-    def __init__(self, state_dir: Path | str) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        gam_bin: str | None = None,
+        agent_argv: Sequence[str] | None = None,
+    ) -> None:
         self.state = StateDir(state_dir)
+        self._runtime: dict[str, object] = {"gam_bin": gam_bin, "agent_argv": agent_argv}
 
     def backend(self, **options: object) -> LocalBackend:
         """Return a :class:`LocalBackend` on this stack (keyword options passed through)."""
-        return LocalBackend(self.state.root, **options)  # type: ignore[arg-type]
+        return LocalBackend(self.state.root, **{**self._runtime, **options})  # type: ignore[arg-type]
 
     def proxy_url(self) -> str | None:
         """Return ``http://127.0.0.1:PORT`` of the running proxy, or None when it is not up."""
