@@ -54,14 +54,25 @@ class SharedRuntime:
     agent: str
     gam: str
     fake_gam: str
+    #: ``python -m session_runtime`` (the ``gamgui-session`` CLI).
+    cli: str
+
+    @property
+    def pythonpath(self) -> str:
+        """``PYTHONPATH`` for processes the CLI starts with its own interpreter (agents)."""
+        return os.pathsep.join(_import_paths())
 
     @property
     def agent_argv(self) -> list[str]:
         return [self.agent]
 
 
+def _import_paths() -> list[str]:
+    return [str(_REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+
+
 def _launcher(path: Path, python: str, body: str) -> str:
-    paths = [str(_REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    paths = _import_paths()
     path.write_text(f"#!{python}\nimport sys\nsys.path[:0] = {paths!r}\n{body}", encoding="utf-8")
     path.chmod(0o755)
     return str(path)
@@ -105,7 +116,12 @@ def shared_runtime() -> Iterator[SharedRuntime]:
             f"import runpy\nsys.argv[0] = {fake!r}\nrunpy.run_path({fake!r}, run_name='__main__')\n"
         )
         fake_bin = _launcher(root / "fake-gam", python, body)
-        yield SharedRuntime(root=root, agent=agent, gam=gam, fake_gam=fake_bin)
+        cli = _launcher(
+            root / "gamgui-session",
+            python,
+            "import runpy\nrunpy.run_module('session_runtime', run_name='__main__')\n",
+        )
+        yield SharedRuntime(root=root, agent=agent, gam=gam, fake_gam=fake_bin, cli=cli)
 
 
 @contextlib.contextmanager
