@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.images import image_problem
 from session_runtime import naming
 from session_runtime.ids import validate_session_id
-from session_runtime.nginx import NginxConfig
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, NginxConfig
 from session_runtime.spec import ResourceSpec, SessionPodConfig, validate_dns_subdomain
 
 __all__ = [
@@ -74,6 +74,8 @@ class ProxyConfig(_Model):
     connect_timeout_s: int = Field(5, ge=1, le=300)
     read_timeout_s: int = Field(28800, ge=1)
     send_timeout_s: int = Field(28800, ge=1)
+    #: Connections one client address may hold (the server may be that one address).
+    connections_per_client: int = Field(DEFAULT_CONNECTIONS_PER_CLIENT, ge=1, le=1_048_576)
     exposure: Literal["none", "ingress", "loadbalancer"] = "none"
     ingress_host: str | None = None
     ingress_tls_secret: str | None = None
@@ -268,6 +270,7 @@ class StackConfig(_Model):
             connect_timeout_s=p.connect_timeout_s,
             read_timeout_s=p.read_timeout_s,
             send_timeout_s=p.send_timeout_s,
+            connections_per_client=p.connections_per_client,
         )
 
 
@@ -287,6 +290,7 @@ CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "proxyConnectTimeout": ("proxy", "connect_timeout_s"),
     "proxyReadTimeout": ("proxy", "read_timeout_s"),
     "proxySendTimeout": ("proxy", "send_timeout_s"),
+    "proxyConnectionsPerClient": ("proxy", "connections_per_client"),
     "exposure": ("proxy", "exposure"),
     "ingressHost": ("proxy", "ingress_host"),
     "ingressTlsSecret": ("proxy", "ingress_tls_secret"),

@@ -15,6 +15,15 @@ upstream: the upstream can only be ``<valid-id>.<session_domain>:<agent_port>``
 and the forwarded path only ``/ws/session/<that id>/``. Everything else is a
 JSON error answered by nginx itself. The access log records the path without the
 query string and the upstream address, so tests can see where nginx went.
+
+Hardening beyond routing: a session path with a query string is refused before
+anything is proxied (a token put there never reaches an agent or a log), a
+request with a body gets 400 (a WebSocket handshake has none), a path with
+bytes outside printable ASCII is logged as :data:`NON_ASCII_PATH` so every
+access-log line stays valid UTF-8 JSON, a client must finish its headers within
+``client_header_timeout_s``, and one client address may hold at most
+``connections_per_client`` connections (generous: the browser-facing server
+talks to every session from one address).
 """
 
 from __future__ import annotations
@@ -34,7 +43,11 @@ __all__ = [
     "CODE_BAD_REQUEST",
     "CODE_NOT_FOUND",
     "CODE_SESSION_UNAVAILABLE",
+    "CODE_TOO_MANY_CONNECTIONS",
     "CODE_UPGRADE_REQUIRED",
+    "DEFAULT_CLIENT_HEADER_TIMEOUT_S",
+    "DEFAULT_CONNECTIONS_PER_CLIENT",
+    "NON_ASCII_PATH",
     "NginxConfig",
     "error_body",
     "render_nginx_conf",
@@ -45,6 +58,14 @@ CODE_NOT_FOUND = "not_found"
 CODE_SESSION_UNAVAILABLE = "session_unavailable"
 CODE_UPGRADE_REQUIRED = "upgrade_required"
 CODE_BAD_REQUEST = "bad_request"
+CODE_TOO_MANY_CONNECTIONS = "too_many_connections"
+#: Seconds a client has to send its request headers (slowloris).
+DEFAULT_CLIENT_HEADER_TIMEOUT_S = 10
+#: Simultaneous connections one client address may hold. Generous on purpose:
+#: behind it may be the browser-facing server, carrying every user's sessions.
+DEFAULT_CONNECTIONS_PER_CLIENT = 4096
+#: What the access log shows instead of a path holding bytes outside printable ASCII.
+NON_ASCII_PATH = "<non-ascii path>"
 #: Name of the JSON access-log format (one JSON object per line).
 ACCESS_LOG_FORMAT_NAME = "session_json"
 
@@ -104,6 +125,8 @@ class NginxConfig(BaseModel):
     connect_timeout_s: int = Field(5, ge=1, le=300)
     read_timeout_s: int = Field(8 * 3600, ge=1)
     send_timeout_s: int = Field(8 * 3600, ge=1)
+    client_header_timeout_s: int = Field(DEFAULT_CLIENT_HEADER_TIMEOUT_S, ge=1, le=300)
+    connections_per_client: int = Field(DEFAULT_CONNECTIONS_PER_CLIENT, ge=1, le=1_048_576)
     worker_connections: int = Field(32768, ge=64, le=1_048_576)
     worker_rlimit_nofile: int = Field(65536, ge=128, le=4_194_304)
     pid_path: str = "/tmp/nginx/nginx.pid"  # noqa: S108 - an emptyDir in the pod
@@ -213,7 +236,8 @@ def render_nginx_conf(config: NginxConfig) -> str:
     session_path = re.escape(naming.SESSION_PATH_PREFIX)
     # $uri (normalised) must be exactly the session path; the capture names the upstream.
     location_regex = f"^{session_path}(?<sid>{SESSION_ID_PATTERN})/$"
-    # $request_uri (raw, what is forwarded) must be the same path unencoded (+ query).
+    # $request_uri (raw, what is forwarded) must be the same path unencoded (a
+    # query string is refused before this check, by $has_query).
     raw_regex = f"~^{session_path}{SESSION_ID_PATTERN}/(?:[?][^#]*)?$"
     resolver = c.resolver
     if ":" in resolver and not resolver.startswith("[") and resolver.count(":") > 1:
@@ -229,6 +253,13 @@ def render_nginx_conf(config: NginxConfig) -> str:
     )
     unavailable = _q(error_body("session unknown or not reachable", CODE_SESSION_UNAVAILABLE))
     bad_request = _q(error_body("bad request", CODE_BAD_REQUEST))
+    query_refused = _q(
+        error_body(
+            "a session path takes no query string (send the token in a header)", CODE_BAD_REQUEST
+        )
+    )
+    body_refused = _q(error_body("a session request has no body", CODE_BAD_REQUEST))
+    too_many = _q(error_body("too many connections from this address", CODE_TOO_MANY_CONNECTIONS))
     health = _q(json.dumps({"status": "ok"}, separators=(",", ":")))
 
     log_format = (
@@ -265,9 +296,15 @@ http {{
 
     # The raw path as the client sent it, without the query string (which
     # never reaches the log), and the upstream nginx went to (empty: none).
-    map $request_uri $request_path {{
+    map $request_uri $raw_request_path {{
         default "";
         "~^(?<request_path_only>[^?]*)" $request_path_only;
+    }}
+    # escape=json leaves bytes >= 0x80 as they came: a path that is not
+    # printable ASCII is logged as a placeholder, so every line is UTF-8 JSON.
+    map $raw_request_path $request_path {{
+        default {_q(NON_ASCII_PATH)};
+        "~^[ -~]*$" $raw_request_path;
     }}
     log_format {ACCESS_LOG_FORMAT_NAME} escape=json {_q(log_format)};
     access_log {c.access_log} {ACCESS_LOG_FORMAT_NAME};
@@ -287,6 +324,21 @@ http {{
         default 0;
         "{raw_regex}" 1;
     }}
+    map $request_uri $has_query {{
+        default 0;
+        "~[?]" 1;
+    }}
+    # A WebSocket handshake has no body: any length but 0, or any transfer coding.
+    map "$http_content_length:$http_transfer_encoding" $has_body {{
+        default 1;
+        "~^0*:$" 0;
+    }}
+    client_header_timeout {c.client_header_timeout_s}s;
+    limit_conn_zone $binary_remote_addr zone=per_client:10m;
+    limit_conn per_client {c.connections_per_client};
+    limit_conn_status 429;
+    limit_conn_log_level warn;
+
     map $http_x_forwarded_proto $forwarded_proto {{
         default $http_x_forwarded_proto;
         '' $scheme;
@@ -299,7 +351,8 @@ http {{
 
         # URI targets, not named locations: a request line nginx could not
         # parse (400) has no URI, and a named-location redirect would fail.
-        error_page 400 /_proxy_error/400;
+        error_page 400 413 =400 /_proxy_error/400;
+        error_page 429 /_proxy_error/429;
         error_page 404 /_proxy_error/404;
         error_page 502 /_proxy_error/502;
         error_page 504 /_proxy_error/504;
@@ -310,6 +363,12 @@ http {{
         }}
 
         location ~ "{location_regex}" {{
+            if ($has_query) {{
+                return 400 {query_refused};
+            }}
+            if ($has_body) {{
+                return 400 {body_refused};
+            }}
             if ($raw_session_path_ok = 0) {{
                 return 404 {bad_session};
             }}
@@ -343,6 +402,10 @@ http {{
         location = /_proxy_error/400 {{
             internal;
             return 400 {bad_request};
+        }}
+        location = /_proxy_error/429 {{
+            internal;
+            return 429 {too_many};
         }}
         location = /_proxy_error/404 {{
             internal;

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from session_runtime import naming
 from session_runtime.errors import SettingsError
 from session_runtime.ids import validate_session_id
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT
 
 __all__ = ["ENV_PREFIX", "WebSocketSettings", "default_state_dir", "load_settings"]
 
@@ -66,6 +67,12 @@ class WebSocketSettings(BaseSettings):
     )
     local_state_dir: Path = Field(
         default_factory=default_state_dir, description="State directory of the local stack."
+    )
+    proxy_connections_per_client: int = Field(
+        DEFAULT_CONNECTIONS_PER_CLIENT,
+        ge=1,
+        le=1_048_576,
+        description="Connections one client address may hold at the local stack's proxy.",
     )
     namespace: str = Field(naming.DEFAULT_NAMESPACE, description="Kubernetes namespace.")
     kube_context: str | None = Field(None, description="kubeconfig context (default: current).")

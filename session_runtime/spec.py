@@ -12,6 +12,12 @@ does: names, labels, annotations, ``hostname``/``subdomain``, the agent's
 ``SESSION_ID``/``SESSION_COMMAND`` and the token Secret volume. The token volume
 cannot live in the template because a secret volume needs a ``secretName``.
 
+The token reaches the agent through a hand-off: an init container copies it from
+the Secret into a memory-backed ``emptyDir``; the agent reads that file once and
+deletes it, and makes itself non-dumpable, so GAM (same uid, same container)
+finds the token neither in a file nor in ``/proc/<agent>/environ`` or ``mem``.
+The Secret is mounted only in the init container.
+
 Credentials: the Secret (``gam-credentials`` unless a session names another) is
 mounted read-only as a directory, never with ``subPath``, and marked
 ``optional: true``. A session without credentials still starts, its health
@@ -40,6 +46,9 @@ __all__ = [
     "GAMCFG_VOLUME",
     "TMP_VOLUME",
     "TOKEN_DIR",
+    "TOKEN_HANDOFF_CONTAINER",
+    "TOKEN_HANDOFF_VOLUME",
+    "TOKEN_SECRET_DIR",
     "TOKEN_VOLUME",
     "ResourceSpec",
     "SessionPodConfig",
@@ -53,8 +62,14 @@ __all__ = [
 
 #: Where the credentials Secret is mounted (read-only directory, never subPath).
 CREDENTIALS_DIR = "/etc/gamgui/credentials"
-#: Where the session's token Secret is mounted (read-only directory).
+#: Where the agent finds its token: a memory-backed emptyDir it deletes the file from
+#: once read, so GAM (same uid) finds nothing there. The Secret itself is mounted
+#: only in the init container that copies it (:data:`TOKEN_SECRET_DIR`).
 TOKEN_DIR = "/etc/gamgui/token"
+#: Where the init container sees the session's token Secret (read-only).
+TOKEN_SECRET_DIR = "/etc/gamgui/token-secret"
+TOKEN_HANDOFF_CONTAINER = "token-handoff"
+TOKEN_HANDOFF_VOLUME = "session-token-handoff"
 #: GAM's writable config directory: a memory-backed emptyDir the agent fills with mode 0600.
 GAMCFG_DIR = "/var/run/gamgui/gamcfg"
 CREDENTIALS_VOLUME = "gam-credentials"
@@ -272,6 +287,30 @@ def _agent_container(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _token_handoff_container(agent: dict[str, Any]) -> dict[str, Any]:
+    """The init container copying the token Secret into the agent's memory-backed volume.
+
+    The agent reads that copy once and deletes it; the Secret is never mounted in
+    the agent's container, so GAM there cannot read the token from a file.
+    """
+    token = naming.TOKEN_SECRET_KEY
+    return {
+        "name": TOKEN_HANDOFF_CONTAINER,
+        "image": agent["image"],
+        "imagePullPolicy": agent.get("imagePullPolicy", "IfNotPresent"),
+        "command": ["cp", f"{TOKEN_SECRET_DIR}/{token}", f"{TOKEN_DIR}/{token}"],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "32Mi"},
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_SECRET_DIR, "readOnly": True},
+            {"name": TOKEN_HANDOFF_VOLUME, "mountPath": TOKEN_DIR},
+        ],
+    }
+
+
 def _set_env(container: dict[str, Any], name: str, value: str) -> None:
     env = [e for e in container.get("env", []) if e.get("name") != name]
     env.append(_env(name, value))
@@ -328,8 +367,9 @@ def stamp_session_pod(
     spec: dict[str, Any] = copy.deepcopy(template.get("spec") or {})
     container = _agent_container(spec)
 
+    token_volumes = (TOKEN_VOLUME, TOKEN_HANDOFF_VOLUME)
     volumes: list[dict[str, Any]] = [
-        v for v in spec.get("volumes", []) if v.get("name") != TOKEN_VOLUME
+        v for v in spec.get("volumes", []) if v.get("name") not in token_volumes
     ]
     effective_secret = credentials_secret
     for volume in volumes:
@@ -347,10 +387,16 @@ def stamp_session_pod(
             },
         }
     )
+    volumes.append(
+        {"name": TOKEN_HANDOFF_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+    )
     spec["volumes"] = volumes
-    mounts = [m for m in container.get("volumeMounts", []) if m.get("name") != TOKEN_VOLUME]
-    mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
+    mounts = [m for m in container.get("volumeMounts", []) if m.get("name") not in token_volumes]
+    mounts.append({"name": TOKEN_HANDOFF_VOLUME, "mountPath": TOKEN_DIR})
     container["volumeMounts"] = mounts
+    spec["initContainers"] = [
+        c for c in spec.get("initContainers", []) if c.get("name") != TOKEN_HANDOFF_CONTAINER
+    ] + [_token_handoff_container(container)]
 
     _set_env(container, naming.ENV_SESSION_ID, sid)
     _set_env(container, naming.ENV_SESSION_TOKEN_FILE, f"{TOKEN_DIR}/{naming.TOKEN_SECRET_KEY}")

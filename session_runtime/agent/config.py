@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,16 +129,67 @@ def _gam_mode(env: Mapping[str, str]) -> GamMode:
     )
 
 
+#: File systems whose files live only in memory: a token there is deleted once read.
+_MEMORY_FS_TYPES = frozenset({"tmpfs", "ramfs"})
+_FD_PATH = re.compile(r"^/(?:dev|proc/self)/fd/(\d+)$")
+
+
+def _mount_fs_type(path: Path) -> str | None:
+    """Return the file-system type of the mount holding ``path`` (Linux mountinfo)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    target, best, fs_type = str(path.parent.resolve()), -1, None
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        if len(fields) < 5 or not after:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > best:
+            best, fs_type = len(mount_point), after.split()[0]
+    return fs_type
+
+
+def _read_token_once(path: str) -> str:
+    """Read the token file, then leave nothing behind that GAM (same uid) could read.
+
+    A ``/dev/fd/N`` pipe (the local stack's hand-off) is closed; a file on a
+    memory-backed volume (the pod's hand-off ``emptyDir``) is deleted. A file
+    elsewhere is left alone: it belongs to whoever wrote it.
+    """
+    fd = _FD_PATH.fullmatch(path)
+    try:
+        if fd is not None:  # read the descriptor itself: no /proc lookup, then it is closed
+            with os.fdopen(int(fd.group(1)), "rb", closefd=True) as handle:
+                token = handle.read(_MAX_TOKEN_BYTES + 1).decode("utf-8").strip()
+        else:
+            token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
+            cause=f"{path}: {type(exc).__name__}",
+            hint="a pod's token is handed over once per container start: delete the pod "
+            "to get a fresh one",
+        ) from None
+    if fd is None and _mount_fs_type(Path(path)) in _MEMORY_FS_TYPES:
+        try:
+            Path(path).unlink()
+        except OSError as exc:
+            raise SettingsError(
+                f"{naming.ENV_SESSION_TOKEN_FILE} could not be removed after reading",
+                cause=f"{path}: {exc.strerror}",
+                hint="mount the token hand-off volume writable (an emptyDir, medium Memory)",
+            ) from None
+    return token
+
+
 def _token(env: Mapping[str, str]) -> SecretStr:
     path = env.get(naming.ENV_SESSION_TOKEN_FILE, "").strip()
     if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(
-                f"{naming.ENV_SESSION_TOKEN_FILE} cannot be read",
-                cause=f"{path}: {type(exc).__name__}",
-            ) from None
+        token = _read_token_once(path)
         source = naming.ENV_SESSION_TOKEN_FILE
     else:
         token = env.get(naming.ENV_SESSION_TOKEN, "").strip()

@@ -71,16 +71,22 @@ def _up(args: argparse.Namespace) -> int:
     from session_runtime.backends.local import LocalStack  # noqa: PLC0415
 
     state_dir = _state_dir(args)
-    status = LocalStack(state_dir).up(progress=ProgressPrinter())
+    status = LocalStack(state_dir).up(
+        connections_per_client=load_settings().proxy_connections_per_client,
+        progress=ProgressPrinter(),
+    )
     proxy_url = status.proxy_url
     if not status.running or proxy_url is None:
         sys.stderr.write(f"error: the local stack in {state_dir} did not come up\n")
         return EXIT_FAILURE
     env = stack_env(state_dir, proxy_url)
     if args.json:
+        if not status.session_users:  # said plainly, where a script still reads clean JSON
+            sys.stderr.write(f"note: {status.identity}\n")
         emit_json({"proxy_url": proxy_url, "env": env})
         return EXIT_OK
     print(f"local stack up: proxy at {proxy_url}")
+    print(f"identity: {status.identity}")
     print("to point a server or another shell at it:")
     for name, value in env.items():
         print(f"  export {name}={value}")
@@ -110,6 +116,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"local stack in {status.state_dir}: {'running' if status.running else 'down'}")
         if status.proxy_url:
             print(f"  proxy: {status.proxy_url}")
+        if status.identity:
+            print(f"  identity: {status.identity}")
         for process in status.processes:
             state = "alive" if process.alive else "exited"
             print(f"  {process.name:<24} pid {process.pid:<8} {process.address:<22} {state}")

@@ -21,6 +21,7 @@ from session_runtime import naming
 from session_runtime.client import SessionConnection
 from session_runtime.errors import SessionUnauthorizedError
 from session_runtime.models import BackendSession
+from session_runtime.nginx import CODE_BAD_REQUEST
 from tests.security.conftest import SecureStack, SessionMaker, create_ready
 from tests.security.helpers import executions
 from tests.support.local_stack import LogCursor, raw_request
@@ -112,15 +113,21 @@ def test_a_badly_presented_token_is_refused_through_the_proxy_and_nothing_runs(
         extra_headers=headers,
     )  # fmt: skip
 
-    assert reply.status == 401
-    assert reply.json() == {"error": "missing or invalid token", "code": "unauthorized"}
     assert token.encode() not in reply.body
     (entry,) = cursor.access_entries()
-    assert entry["upstream"] == target.agent_address  # refused by the agent itself
     assert token not in json.dumps(entry) and other_token not in json.dumps(entry)
     records = _log_records(secure_stack, target.session_id, log_at)
-    assert [r["event"] for r in records] == ["rejected"]
-    assert records[0]["status"] == 401 and records[0]["reason"] == "token"
+    if query:  # refused by nginx itself: the query never reaches the agent
+        assert reply.status == 400
+        body = reply.json()
+        assert isinstance(body, dict) and body["code"] == CODE_BAD_REQUEST
+        assert entry["upstream"] == "" and records == []
+    else:
+        assert reply.status == 401
+        assert reply.json() == {"error": "missing or invalid token", "code": "unauthorized"}
+        assert entry["upstream"] == target.agent_address  # refused by the agent itself
+        assert [r["event"] for r in records] == ["rejected"]
+        assert records[0]["status"] == 401 and records[0]["reason"] == "token"
     assert executions(gam_record) == []
 
 

@@ -19,6 +19,10 @@ commands that are slow, huge, failing or badly encoded on demand:
 ``cat``                copies stdin to stdout until EOF
 ``ttyinfo``            prints whether stdin/stdout are terminals and the terminal size as
                        JSON, then once more for every line read from stdin, until EOF
+``steal PID FILE NEEDLE``  tries to read FILE, ``/proc/PID/environ`` and ``/proc/PID/mem``
+                       (PID ``parent``: the agent) and prints one JSON object saying,
+                       per source, ``denied:<error>`` or what it read (for memory:
+                       whether NEEDLE was found); ``self_environ`` is the control
 """
 
 from __future__ import annotations
@@ -71,6 +75,44 @@ def _tty_report() -> None:
         cols, rows = 0, 0
     report = {"stdin": os.isatty(0), "stdout": os.isatty(1), "cols": cols, "rows": rows}
     _write(sys.stdout, (json.dumps(report) + "\n").encode())
+
+
+def _try_read(path: str) -> str:
+    try:
+        return "read:" + Path(path).read_bytes()[:65536].decode("latin-1")
+    except OSError as exc:
+        return f"denied:{type(exc).__name__}"
+
+
+def _try_memory(pid: int, needle: bytes) -> str:
+    """Read every readable mapping of ``pid`` through /proc/PID/mem and look for ``needle``."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text(encoding="ascii").splitlines()
+        handle = open(f"/proc/{pid}/mem", "rb", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        return f"denied:{type(exc).__name__}"
+    found = False
+    with handle:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(v, 16) for v in span.split("-"))
+            try:
+                handle.seek(start)
+                found = found or needle in handle.read(min(end - start, 64 << 20))
+            except (OSError, OverflowError, ValueError):
+                continue
+    return f"read:{'found' if found else 'not-found'}"
+
+
+def _steal(pid: int, path: str, needle: bytes) -> dict[str, str]:
+    return {
+        "file": _try_read(path),
+        "environ": _try_read(f"/proc/{pid}/environ"),
+        "mem": _try_memory(pid, needle),
+        "self_environ": _try_read("/proc/self/environ")[:5],
+    }
 
 
 def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
@@ -129,6 +171,9 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
         _tty_report()
         for _ in sys.stdin:
             _tty_report()
+    elif cmd == "steal":
+        pid = os.getppid() if args[0] == "parent" else int(args[0])
+        print(json.dumps(_steal(pid, args[1], args[2].encode())))
     else:
         print(f"fake gam: unknown command {cmd!r}", file=sys.stderr)
         return 2

@@ -17,6 +17,9 @@ from session_runtime.spec import (
     CREDENTIALS_VOLUME,
     GAMCFG_DIR,
     TOKEN_DIR,
+    TOKEN_HANDOFF_CONTAINER,
+    TOKEN_HANDOFF_VOLUME,
+    TOKEN_SECRET_DIR,
     SessionPodConfig,
     session_template_pod,
     session_token_secret,
@@ -116,12 +119,40 @@ def test_no_command_means_no_command_env_or_annotation(template: dict[str, Any])
     assert naming.ANNOTATION_COMMAND not in pod["metadata"]["annotations"]
 
 
-def test_token_secret_is_mounted_read_only_as_a_directory(template: dict[str, Any]) -> None:
+def test_token_secret_reaches_the_agent_only_through_a_memory_backed_hand_off(
+    template: dict[str, Any],
+) -> None:
     pod = _stamp(template, session_id="xyz")
     volume = _volume(pod, "session-token")
     assert volume["secret"]["secretName"] == naming.session_token_secret_name("xyz")
-    mount = next(m for m in _agent(pod)["volumeMounts"] if m["name"] == "session-token")
-    assert mount == {"name": "session-token", "mountPath": TOKEN_DIR, "readOnly": True}
+    agent_mounts = {m["name"]: m for m in _agent(pod)["volumeMounts"]}
+    assert "session-token" not in agent_mounts  # GAM's container never sees the Secret
+    assert agent_mounts[TOKEN_HANDOFF_VOLUME] == {
+        "name": TOKEN_HANDOFF_VOLUME,
+        "mountPath": TOKEN_DIR,
+    }
+    assert _volume(pod, TOKEN_HANDOFF_VOLUME)["emptyDir"]["medium"] == "Memory"
+    (init,) = pod["spec"]["initContainers"]
+    assert init["name"] == TOKEN_HANDOFF_CONTAINER
+    assert init["image"] == _agent(pod)["image"]
+    assert init["command"] == [
+        "cp",
+        f"{TOKEN_SECRET_DIR}/{naming.TOKEN_SECRET_KEY}",
+        f"{TOKEN_DIR}/{naming.TOKEN_SECRET_KEY}",
+    ]
+    init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert init_mounts["session-token"]["readOnly"] is True
+    # Stamping twice (a template read back) keeps one hand-off, not two.
+    again = stamp_session_pod(
+        {"metadata": pod["metadata"], "spec": pod["spec"]},
+        session_id="xyz",
+        namespace="gamgui",
+        command=None,
+        credentials_secret=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert len(again["spec"]["initContainers"]) == 1
+    assert sum(v["name"] == TOKEN_HANDOFF_VOLUME for v in again["spec"]["volumes"]) == 1
 
 
 def test_credentials_are_mounted_read_only_without_subpath(template: dict[str, Any]) -> None:

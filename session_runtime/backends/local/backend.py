@@ -26,6 +26,14 @@ from pydantic import SecretStr
 from session_runtime import naming
 from session_runtime.backends.base import SessionBackend
 from session_runtime.backends.local import dns
+from session_runtime.backends.local.identity import (
+    Identity,
+    blocked_path,
+    can_separate_users,
+    ensure_session_user,
+    remove_session_user,
+    script_interpreter,
+)
 from session_runtime.backends.local.processes import (
     is_alive,
     kill_commands_of,
@@ -59,6 +67,19 @@ _POLL_S = 0.05
 _DNS_REGISTER_TIMEOUT_S = 5.0
 #: Variables of the caller that must not leak into an agent's environment.
 _SCRUBBED_PREFIXES = ("SESSION_", "WEBSOCKET_", "GAM_CREDENTIALS_DIR", "GAMCFGDIR")
+#: The caller's own places, which a session user must not be pointed at.
+_SESSION_USER_SCRUBBED = (
+    "PWD",
+    "OLDPWD",
+    "MAIL",
+    "XDG_RUNTIME_DIR",
+    "XDG_STATE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+)
+#: The agent reads its token from the pipe on its stdin: no file, no environment.
+_TOKEN_FROM_STDIN = "/dev/fd/0"
 
 
 def default_gam_bin() -> str:
@@ -273,6 +294,8 @@ class LocalBackend(SessionBackend):
                 # (Re-)created meanwhile by another caller: that session stays.
                 return record is not None
             removed = self.state.remove_session(sid)
+            if can_separate_users():
+                remove_session_user(self.state.root, sid)
             self._sync_dns()
         return removed
 
@@ -342,7 +365,7 @@ class LocalBackend(SessionBackend):
                         cause=f"{len(running)} sessions are running in the local stack",
                     )
             address = self._allocate_address(stack)
-            record = self._start_agent(request, address, is_default=is_default)
+            record = self._start_agent(request, address, stack, is_default=is_default)
             _emit(progress, sid, "starting", f"agent started (pid {record.process.pid})")
             self._sync_dns(stack)
         self._await_dns(stack, sid, address)
@@ -364,8 +387,67 @@ class LocalBackend(SessionBackend):
             hint="close sessions or run `gamgui-session reap`",
         )
 
+    def runtime_blocker(self) -> str | None:
+        """Why a session user could not run this backend's agent and GAM, or None.
+
+        Every directory down to the agent's program, GAM and the interpreters their
+        ``#!`` lines name must be searchable by other users (a checkout or a Python
+        under a 0700 ``/root`` is not).
+        """
+        needed = []
+        for program in (self.agent_argv[0], self.gam_bin):
+            path = shutil.which(program) or program
+            interpreter = script_interpreter(path)
+            needed += [path, *([interpreter] if interpreter else [])]
+        for path in needed:
+            blocked = blocked_path(path)
+            if blocked is not None:
+                return f"session users cannot reach {path} ({blocked} is not searchable by others)"
+        return None
+
+    def _prepare_home(
+        self, request: CreateRequest, identity: Identity | None
+    ) -> tuple[Path, Path | None]:
+        """Create the session's home (0700, the session user's) and its credentials copy.
+
+        Returns:
+            The home and the credentials directory to hand to the agent (or None).
+        """
+        sid = request.session_id
+        home = self.state.session_home(sid)
+        gamcfg = home / "gamcfg"
+        gamcfg.mkdir(mode=0o700, parents=True, exist_ok=True)
+        source = self.state.credentials_dir / (request.credentials_secret or "")
+        credentials = source if request.credentials_secret and source.is_dir() else None
+        if identity is not None:
+            if credentials is not None:
+                # The agent cannot read the stack's credentials dir: a copy of its own,
+                # readable by the session user only (the agent copies it into GAMCFGDIR).
+                copy = home / "credentials"
+                shutil.rmtree(copy, ignore_errors=True)
+                copy.mkdir(mode=0o700)
+                for item in source.iterdir():
+                    if item.is_file():
+                        target = copy / item.name
+                        shutil.copyfile(item, target)
+                        os.chown(target, identity.uid, identity.gid)
+                        os.chmod(target, 0o600)
+                os.chown(copy, identity.uid, identity.gid)
+                credentials = copy
+            for path in (gamcfg, home):
+                os.chown(path, identity.uid, identity.gid)
+                os.chmod(path, 0o700)
+        return home, credentials
+
     def _agent_env(
-        self, request: CreateRequest, address: str, *, is_default: bool
+        self,
+        request: CreateRequest,
+        address: str,
+        *,
+        is_default: bool,
+        home: Path,
+        credentials: Path | None,
+        identity: Identity | None,
     ) -> dict[str, str]:
         sid = request.session_id
         env = {
@@ -373,12 +455,14 @@ class LocalBackend(SessionBackend):
             for key, value in os.environ.items()
             if not key.startswith(_SCRUBBED_PREFIXES)
         }
-        home = self.state.session_home(sid)
-        (home / "gamcfg").mkdir(mode=0o700, parents=True, exist_ok=True)
+        if identity is not None:
+            for key in _SESSION_USER_SCRUBBED:
+                env.pop(key, None)
+            env.update({"HOME": str(home), "USER": identity.name, "LOGNAME": identity.name})
         env.update(
             {
                 naming.ENV_SESSION_ID: sid,
-                naming.ENV_SESSION_TOKEN_FILE: str(self.state.token_path(sid)),
+                naming.ENV_SESSION_TOKEN_FILE: _TOKEN_FROM_STDIN,
                 naming.ENV_AGENT_HOST: address,
                 naming.ENV_AGENT_PORT: str(naming.AGENT_PORT),
                 naming.ENV_GAM_BIN: self.gam_bin,
@@ -390,23 +474,52 @@ class LocalBackend(SessionBackend):
         )
         if request.command:
             env[naming.ENV_SESSION_COMMAND] = request.command
-        credentials = self.state.credentials_dir / request.credentials_secret
-        if request.credentials_secret and credentials.is_dir():
+        if credentials is not None:
             env[naming.ENV_CREDENTIALS_DIR] = str(credentials)
         return env
 
+    def _session_identity(self, stack: StackRecord, sid: str) -> Identity | None:
+        """The session's own user when the stack separates users (fail closed), else None."""
+        if not stack.session_users:
+            return None
+        blocker = self.runtime_blocker()
+        if blocker is not None:
+            raise SessionStartError(
+                f"Error joining session: {sid!r} cannot run as its own user",
+                cause=blocker,
+                hint="install the agent and GAM where every user can read them "
+                "(see docs/local-stack.md, 'Isolation')",
+            )
+        return ensure_session_user(self.state.root, sid, self.state.session_home(sid))
+
     def _start_agent(
-        self, request: CreateRequest, address: str, *, is_default: bool
+        self, request: CreateRequest, address: str, stack: StackRecord, *, is_default: bool
     ) -> SessionRecord:
         sid = request.session_id
-        self.state.write_token(sid, request.token.get_secret_value())  # read by the agent
+        token = request.token.get_secret_value()
+        self.state.write_token(sid, token)  # the stack's copy (root only when separated)
         try:
+            identity = self._session_identity(stack, sid)
+            home, credentials = self._prepare_home(request, identity)
+            env = self._agent_env(
+                request,
+                address,
+                is_default=is_default,
+                home=home,
+                credentials=credentials,
+                identity=identity,
+            )
             process = spawn(
                 self.agent_argv,
-                env=self._agent_env(request, address, is_default=is_default),
+                env=env,
                 log_path=self.state.session_log(sid),
-                cwd=self.state.session_home(sid),
+                cwd=home,
+                identity=identity,
+                stdin_data=token.encode() + b"\n",  # a pipe the agent reads once
             )
+        except (BackendError, SessionStartError):
+            self.state.remove_session(sid)
+            raise
         except OSError as exc:
             self.state.remove_session(sid)
             raise BackendError(
@@ -430,7 +543,9 @@ class LocalBackend(SessionBackend):
         stack = stack or self.state.read_stack()
         domain = stack.session_domain if stack else naming.session_domain()
         entries = [(r.address, f"{r.session_id}.{domain}") for r in self.state.list_sessions()]
-        self.state.write_text(self.state.hosts_path, dns.render_hosts(entries), 0o600)
+        gid = stack.service_gid if stack else None
+        mode = 0o600 if gid is None else 0o640  # dnsmasq re-reads it as the stack user
+        self.state.write_text(self.state.hosts_path, dns.render_hosts(entries), mode, gid)
         if stack is not None and is_alive(stack.dns):
             dns.reload(stack.dns)
 

@@ -8,7 +8,9 @@ re-reads the hosts file it owns on SIGHUP, which is how sessions are registered.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -46,6 +48,7 @@ def dnsmasq_argv(
     pid_file: Path,
     log_queries: bool,
     log_file: Path,
+    user: str | None = None,
 ) -> list[str]:
     """Return the argv of a dnsmasq that answers only ``domain`` from ``hosts_file``.
 
@@ -57,6 +60,8 @@ def dnsmasq_argv(
         pid_file: where dnsmasq writes its pid.
         log_queries: log every query (tests read it to see what nginx asked for).
         log_file: where the query log goes.
+        user: as root, the unprivileged user dnsmasq drops to (it must be able to
+            read ``hosts_file``); None keeps the caller's identity.
     """
     argv = [
         binary,
@@ -75,8 +80,9 @@ def dnsmasq_argv(
         "--cache-size=0",
     ]
     if os.geteuid() == 0:
-        # As root dnsmasq drops to "nobody", which could not read our 0700 state dir.
-        argv.append("--user=root")
+        # As root dnsmasq would drop to "nobody"; name the user (and group) it runs as.
+        name = user or pwd.getpwuid(os.getuid()).pw_name
+        argv += [f"--user={name}", f"--group={grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_name}"]
     if log_queries:
         argv += ["--log-queries", f"--log-facility={log_file}"]
     return argv

@@ -17,8 +17,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from session_runtime.backends.local.state import ProcessRecord
+
+if TYPE_CHECKING:
+    from session_runtime.backends.local.identity import Identity
 from session_runtime.errors import BackendUnavailableError
 
 __all__ = [
@@ -99,29 +103,54 @@ def spawn(
     env: Mapping[str, str],
     log_path: Path,
     cwd: Path,
+    identity: Identity | None = None,
+    stdin_data: bytes | None = None,
 ) -> ProcessRecord:
     """Start ``argv`` detached in its own process group, output appended to ``log_path``.
 
     Args:
         argv: the program and its arguments (never a shell).
         env: the complete environment of the new process.
-        log_path: file receiving stdout and stderr (created with mode 0600).
+        log_path: file receiving stdout and stderr (created with mode 0600, owned by
+            the caller: a process running as ``identity`` writes to it, cannot reopen it).
         cwd: working directory.
+        identity: run as this user: ``setgroups([])``, ``setgid``, ``setuid`` (and a
+            0077 umask) in the child before ``exec``. None: as the caller.
+        stdin_data: bytes the process reads from its stdin (a pipe, closed after them),
+            e.g. a secret that must not sit in a file or the environment.
     """
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    read_end: int | None = None
+    if stdin_data is not None:
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, stdin_data)  # far below the pipe buffer: never blocks
+        finally:
+            os.close(write_end)
+    drop = {}
+    if identity is not None:
+        drop = {
+            "user": identity.uid,
+            "group": identity.gid,
+            "extra_groups": [],
+            "umask": 0o077,
+        }
     try:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # type: ignore[call-overload]
             list(argv),
             env=dict(env),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if read_end is None else read_end,
             stdout=fd,
             stderr=fd,
             start_new_session=True,
             close_fds=True,
+            **drop,
         )
     finally:
         os.close(fd)
+        if read_end is not None:
+            os.close(read_end)
     # The handle is dropped on purpose: the process outlives this call (and, for
     # `local up`, this process). Keep Popen from warning about it.
     process.returncode = 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from session_runtime.backends.local.processes import find_system_binary
 from session_runtime.errors import BackendError
-from session_runtime.nginx import NginxConfig, render_nginx_conf
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, NginxConfig, render_nginx_conf
 
 __all__ = [
     "PROXY_LISTEN_ADDRESS",
@@ -44,6 +44,8 @@ def local_nginx_config(
     dns_port: int,
     session_domain: str,
     console_dir: Path | None = None,
+    connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT,
+    worker_user: str | None = None,
 ) -> NginxConfig:
     """Return the proxy config for a local stack rooted at ``prefix``.
 
@@ -54,11 +56,14 @@ def local_nginx_config(
         dns_port: the stack's dnsmasq port on 127.0.0.1.
         session_domain: the domain sessions are registered under.
         console_dir: the console page's directory, served at ``/console/`` (None: no page).
+        connections_per_client: connections one client address may hold.
+        worker_user: as root, the unprivileged user nginx's workers run as (the
+            ``user`` directive); None keeps the master's identity.
     """
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = hard if hard != resource.RLIM_INFINITY else 65536
     nofile = max(1024, min(65536, limit))
-    user = pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None
+    user = (worker_user or pwd.getpwuid(0).pw_name) if os.geteuid() == 0 else None
     return NginxConfig(
         listen_address=PROXY_LISTEN_ADDRESS,
         listen_port=port,
@@ -75,6 +80,7 @@ def local_nginx_config(
         access_log=str(logs_dir / "nginx-access.log"),
         user=user,
         console_dir=str(console_dir) if console_dir is not None else None,
+        connections_per_client=connections_per_client,
     )
 
 

@@ -11,9 +11,11 @@ another work on the same stack.
 from __future__ import annotations
 
 import http.client
+import os
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,15 @@ from pydantic import BaseModel, ConfigDict
 from session_runtime import naming
 from session_runtime.backends.local import dns, proxy
 from session_runtime.backends.local.backend import LocalBackend, require_running_stack
+from session_runtime.backends.local.identity import (
+    SESSION_UID_RANGE,
+    STACK_USER,
+    Identity,
+    blocked_path,
+    can_separate_users,
+    ensure_stack_user,
+    remove_session_user,
+)
 from session_runtime.backends.local.processes import (
     free_port,
     is_alive,
@@ -36,8 +47,18 @@ from session_runtime.console import console_dir_for, install_console, remove_con
 from session_runtime.errors import BackendError
 from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT
 
 __all__ = ["LocalStack", "ProcessStatus", "StackStatus"]
+
+
+def _blocked_state(root: Path) -> str | None:
+    """Why session users could not reach homes under ``root``, or None."""
+    blocked = blocked_path(root.parent)
+    if blocked is None:
+        return None
+    return f"session users cannot reach {root} ({blocked} is not searchable by others)"
+
 
 _START_ATTEMPTS = 3
 
@@ -62,12 +83,30 @@ class StackStatus(BaseModel):
     running: bool
     proxy_url: str | None = None
     session_domain: str | None = None
+    #: True when every session runs as its own Unix user.
+    session_users: bool = False
+    #: One plain sentence on who sessions run as (``local up`` prints it).
+    identity: str | None = None
     processes: list[ProcessStatus] = []
 
 
 def _emit(progress: ProgressCallback | None, phase: str, message: str) -> None:
     if progress is not None:
         progress(ProgressEvent(session_id=DEFAULT_SESSION_ID, phase=phase, message=message))
+
+
+def _identity_sentence(stack: StackRecord) -> str:
+    if stack.session_users:
+        low, high = SESSION_UID_RANGE.start, SESSION_UID_RANGE.stop - 1
+        return (
+            f"each session runs as its own Unix user (uids {low}-{high}); "
+            f"nginx workers and dnsmasq run as {STACK_USER}"
+        )
+    return (
+        "sessions share one identity: every session can read every other session's "
+        f"files and token ({stack.shared_identity_reason}); multi-user safe only when "
+        "started as root with the agent and GAM readable by every user"
+    )
 
 
 def _proxy_healthy(port: int) -> bool:
@@ -86,14 +125,24 @@ class LocalStack:
 
     Args:
         state_dir: where every pid, port, session record, token and log lives.
+        gam_bin: the GAM the default session runs (default: the backend's).
+        agent_argv: how agents are started (default: the backend's). As root, ``up``
+            checks that session users can run both before it separates them.
     """
 
-    def __init__(self, state_dir: Path | str) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        gam_bin: str | None = None,
+        agent_argv: Sequence[str] | None = None,
+    ) -> None:
         self.state = StateDir(state_dir)
+        self._runtime: dict[str, object] = {"gam_bin": gam_bin, "agent_argv": agent_argv}
 
     def backend(self, **options: object) -> LocalBackend:
         """Return a :class:`LocalBackend` on this stack (keyword options passed through)."""
-        return LocalBackend(self.state.root, **options)  # type: ignore[arg-type]
+        return LocalBackend(self.state.root, **{**self._runtime, **options})  # type: ignore[arg-type]
 
     def proxy_url(self) -> str | None:
         """Return ``http://127.0.0.1:PORT`` of the running proxy, or None when it is not up."""
@@ -136,6 +185,8 @@ class LocalStack:
             running=running,
             proxy_url=self.proxy_url() if running else None,
             session_domain=stack.session_domain if stack else None,
+            session_users=bool(stack and stack.session_users),
+            identity=_identity_sentence(stack) if stack else None,
             processes=processes,
         )
 
@@ -145,6 +196,7 @@ class LocalStack:
         timeout: float = 30.0,
         log_dns_queries: bool = False,
         default_session: bool = True,
+        connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT,
         progress: ProgressCallback | None = None,
     ) -> StackStatus:
         """Start dnsmasq, nginx and the default session; return once all answer.
@@ -156,6 +208,8 @@ class LocalStack:
             timeout: seconds for each part to answer.
             log_dns_queries: log every DNS query to ``logs/dnsmasq.log`` (tests read it).
             default_session: start the always-available ``default`` session.
+            connections_per_client: connections one client address may hold at the proxy
+                (``WEBSOCKET_PROXY_CONNECTIONS_PER_CLIENT``); used when nginx starts.
             progress: receives one event per step.
 
         Raises:
@@ -170,7 +224,14 @@ class LocalStack:
                 stack = None
             if stack is None:
                 try:
-                    stack = self._start(dnsmasq_bin, nginx_bin, timeout, log_dns_queries, progress)
+                    stack = self._start(
+                        dnsmasq_bin,
+                        nginx_bin,
+                        timeout,
+                        log_dns_queries=log_dns_queries,
+                        connections_per_client=connections_per_client,
+                        progress=progress,
+                    )
                 except BaseException:
                     self._stop_all()
                     raise
@@ -207,18 +268,44 @@ class LocalStack:
         dnsmasq_bin: str,
         nginx_bin: str,
         timeout: float,
+        *,
         log_dns_queries: bool,
+        connections_per_client: int,
         progress: ProgressCallback | None,
     ) -> StackRecord:
         domain = naming.session_domain()
+        session_users, reason, service = self._identities()
+        # dnsmasq drops to the stack user only where that user can reach its hosts file.
+        dns_user = (
+            service if service is not None and _blocked_state(self.state.root) is None else None
+        )
+        self.state.open_homes(shared=dns_user is not None)
         # A loopback /24 of its own, so several stacks on one machine never share
         # an agent address (the agent port is the same for all of them).
         subnet = f"127.{random.randint(16, 254)}.{random.randint(0, 255)}"  # noqa: S311
-        self.state.write_text(self.state.hosts_path, dns.render_hosts([]), 0o600)
-        dns_record, dns_port = self._start_dnsmasq(dnsmasq_bin, domain, timeout, log_dns_queries)
+        service_gid = dns_user.gid if dns_user else None
+        if dns_user is not None:  # dnsmasq, as the stack user, re-reads the hosts file
+            os.chown(self.state.dns_dir, 0, dns_user.gid)
+            os.chmod(self.state.dns_dir, 0o750)  # noqa: S103 - the group is the stack user
+        self.state.write_text(
+            self.state.hosts_path,
+            dns.render_hosts([]),
+            0o600 if service_gid is None else 0o640,
+            service_gid,
+        )
+        dns_record, dns_port = self._start_dnsmasq(
+            dnsmasq_bin, domain, timeout, log_dns_queries, dns_user.name if dns_user else None
+        )
         _emit(progress, "dns", f"dnsmasq answers on 127.0.0.1:{dns_port}")
         try:
-            proxy_record, proxy_port = self._start_nginx(nginx_bin, dns_port, domain, timeout)
+            proxy_record, proxy_port = self._start_nginx(
+                nginx_bin,
+                dns_port,
+                domain,
+                timeout,
+                connections_per_client,
+                service.name if service else None,
+            )
         except BaseException:
             stop(dns_record)
             raise
@@ -231,12 +318,24 @@ class LocalStack:
             subnet=subnet,
             session_domain=domain,
             started_at=datetime.now(UTC),
+            session_users=session_users,
+            shared_identity_reason=reason,
+            service_gid=service_gid,
         )
         self.state.write_stack(stack)
+        _emit(progress, "identity", _identity_sentence(stack))
         return stack
 
+    def _identities(self) -> tuple[bool, str | None, Identity | None]:
+        """Decide who sessions run as: (own users?, why not, the stack's service user)."""
+        if not can_separate_users():
+            return False, f"started as uid {os.geteuid()}, not root", None
+        service = ensure_stack_user()
+        blocker = self.backend().runtime_blocker() or _blocked_state(self.state.root)
+        return blocker is None, blocker, service
+
     def _start_dnsmasq(
-        self, binary: str, domain: str, timeout: float, log_queries: bool
+        self, binary: str, domain: str, timeout: float, log_queries: bool, user: str | None
     ) -> tuple[ProcessRecord, int]:
         log = self.state.logs_dir / "dnsmasq.log"
         for _ in range(_START_ATTEMPTS):
@@ -249,6 +348,7 @@ class LocalStack:
                 pid_file=self.state.dns_dir / "dnsmasq.pid",
                 log_queries=log_queries,
                 log_file=log,
+                user=user,
             )
             record = spawn(
                 argv,
@@ -264,8 +364,14 @@ class LocalStack:
             stop(record)  # port taken between choosing and binding, or too slow: try again
         raise BackendError("dnsmasq did not start", hint=f"see {log}")
 
-    def _start_nginx(
-        self, binary: str, dns_port: int, domain: str, timeout: float
+    def _start_nginx(  # noqa: PLR0917 - one start-up step, all of it needed
+        self,
+        binary: str,
+        dns_port: int,
+        domain: str,
+        timeout: float,
+        connections_per_client: int,
+        worker_user: str | None,
     ) -> tuple[ProcessRecord, int]:
         prefix, logs = self.state.nginx_dir, self.state.logs_dir
         error_log = logs / "nginx-error.log"
@@ -279,6 +385,8 @@ class LocalStack:
                 dns_port=dns_port,
                 session_domain=domain,
                 console_dir=console_dir,
+                connections_per_client=connections_per_client,
+                worker_user=worker_user,
             )
             conf = proxy.write_config(prefix, config)
             proxy.check_config(binary, prefix=prefix, conf=conf, error_log=error_log)
@@ -314,9 +422,14 @@ class LocalStack:
                 continue
             kill_commands_of(self.state.session_home(record.session_id) / "gamcfg")
             self.state.remove_session(record.session_id)
+            if can_separate_users():
+                remove_session_user(self.state.root, record.session_id)
             if not port_is_free(record.address, record.port):
                 survivors.append(f"session {record.session_id} port {record.address}:{record.port}")
-        self.state.write_text(self.state.hosts_path, dns.render_hosts([]), 0o600)
+        gid = stack.service_gid if stack else None
+        self.state.write_text(
+            self.state.hosts_path, dns.render_hosts([]), 0o600 if gid is None else 0o640, gid
+        )
         if stack is not None:
             checks = [
                 ("nginx", stack.proxy, proxy.PROXY_LISTEN_ADDRESS, stack.proxy_port, False),

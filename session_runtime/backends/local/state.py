@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -59,6 +60,13 @@ class StackRecord(BaseModel):
     subnet: str
     session_domain: str
     started_at: datetime
+    #: True when every session runs as its own Unix user (the stack was started as root
+    #: and session users can reach the agent and GAM); False: one shared identity.
+    session_users: bool = False
+    #: Why sessions share one identity (shown by ``local up`` and ``status``); None if not.
+    shared_identity_reason: str | None = None
+    #: The group that may read the DNS hosts file (dnsmasq's, as root); None: the owner's.
+    service_gid: int | None = None
 
 
 class SessionRecord(BaseModel):
@@ -76,10 +84,12 @@ class SessionRecord(BaseModel):
     is_default: bool = False
 
 
-def _write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
+def _write_atomic(path: Path, data: str, mode: int = 0o600, gid: int | None = None) -> None:
     """Write ``data`` so readers see the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(data)
@@ -146,7 +156,11 @@ class StateDir:
         return self.logs_dir / f"session-{validate_session_id(session_id)}.log"
 
     def ensure(self) -> None:
-        """Create the directory tree, private to the current user."""
+        """Create the directory tree, private to the current user.
+
+        The root and ``homes/`` may be 0711 (see :meth:`open_homes`): searchable,
+        not listable, so a session user reaches its own home and nothing else.
+        """
         for path in (
             self.root,
             self.sessions_dir,
@@ -157,7 +171,22 @@ class StateDir:
             self.root / "homes",
         ):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        if stat.S_IMODE(self.root.stat().st_mode) not in (0o700, 0o711):
+            os.chmod(self.root, 0o700)
+
+    @property
+    def homes_dir(self) -> Path:
+        return self.root / "homes"
+
+    def open_homes(self, *, shared: bool) -> None:
+        """Make the root and ``homes/`` searchable by others (0711) or private again (0700).
+
+        Args:
+            shared: True when sessions run as their own users and must reach their homes.
+        """
+        self.ensure()
+        for path in (self.root, self.homes_dir):
+            os.chmod(path, 0o711 if shared else 0o700)
 
     # --- locking ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -255,6 +284,6 @@ class StateDir:
                 hint="run `gamgui-session local down`, then remove the state directory",
             ) from None
 
-    def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
-        """Atomically write a file inside the state directory."""
-        _write_atomic(path, text, mode)
+    def write_text(self, path: Path, text: str, mode: int = 0o600, gid: int | None = None) -> None:
+        """Atomically write a file inside the state directory (group ``gid`` if given)."""
+        _write_atomic(path, text, mode, gid)
