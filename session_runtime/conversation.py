@@ -271,6 +271,10 @@ class Conversation:
         if flight is not None:
             self._abandoned.add(flight.id)
 
+    def drop(self) -> None:
+        """Forget the command in flight without awaiting its exit (it failed on this side)."""
+        self._current = None
+
     def write_stdin(self, data: str) -> None:
         """Queue ``data`` for the stdin of the command in flight.
 
