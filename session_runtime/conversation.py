@@ -218,7 +218,12 @@ class Conversation:
         return f"{self.id_prefix}{kind}{next(self._counter)}"
 
     def start_command(
-        self, command: str | Sequence[str], *, stdin: bool = False, tty: TtySize | None = None
+        self,
+        command: str | Sequence[str],
+        *,
+        stdin: bool = False,
+        tty: TtySize | None = None,
+        command_id: str | None = None,
     ) -> str:
         """Queue a command and return its id.
 
@@ -226,6 +231,7 @@ class Conversation:
             command: a command line (split by the agent) or an argv list.
             stdin: the command reads what :meth:`write_stdin` sends.
             tty: run it under a pseudo-terminal of this size (stdin implied).
+            command_id: an id from :meth:`new_id` reserved earlier (default: a fresh one).
 
         Raises:
             CommandRejectedError: code ``busy`` when a command (ours, the initial
@@ -233,7 +239,7 @@ class Conversation:
                 latter two first.
         """
         self._check_free()
-        command_id = self.new_id()
+        command_id = command_id or self.new_id()
         if isinstance(command, str):
             message = CommandMessage(id=command_id, command=command, stdin=stdin, tty=tty)
         else:
