@@ -19,6 +19,7 @@ from session_runtime.agent import AGENT_VERSION
 from session_runtime.agent.config import AgentConfig, load_config
 from session_runtime.agent.credentials import copy_credentials
 from session_runtime.agent.log import log_event
+from session_runtime.agent.observe import AgentObserver
 from session_runtime.agent.server import SessionServer
 from session_runtime.agent.session import Session
 from session_runtime.errors import SettingsError
@@ -32,16 +33,19 @@ from session_runtime.protocol import (
 __all__ = ["main", "run_agent"]
 
 _IDLE_TICK_S = 1.0
+#: Seconds the shutdown waits for attached clients to be sent a cancelled command's exit.
+_DRAIN_TIMEOUT_S = 2.0
 
 
-async def run_agent(config: AgentConfig) -> int:
+async def run_agent(config: AgentConfig, observer: AgentObserver | None = None) -> int:
     """Serve one session until SIGTERM/SIGINT or the idle timeout; return the exit code.
 
     Args:
         config: the validated configuration.
+        observer: receives the agent's events (audit, metrics); none recorded when omitted.
     """
     copied = copy_credentials(config.credentials_dir, config.gam_config_dir)
-    session = Session(config, copied)
+    session = Session(config, copied, observer)
     server = SessionServer(session)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,6 +77,8 @@ async def run_agent(config: AgentConfig) -> int:
             credentials_found=copied,
             idle_timeout_s=config.idle_timeout_s,
             command_timeout_s=config.command_timeout_s,
+            detach_timeout_s=config.detach_timeout_s,
+            replay_bytes=config.replay_bytes,
         )
         initial = _initial_argv(config)
         if initial is not None:
@@ -101,12 +107,13 @@ def _initial_argv(config: AgentConfig) -> list[str] | None:
 
 
 async def _stop_job(session: Session) -> None:
-    job = session.job
+    job = session.stop_for_shutdown()
     if job is None or job.task is None:
         return
-    job.run.stop("cancelled")
     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(job.task), session.config.kill_grace_s + 2)
+        # Its exit is still sent to every attached client before they are closed.
+        await asyncio.wait_for(job.live.drained(), _DRAIN_TIMEOUT_S)
 
 
 async def _idle_watch(session: Session, stop: asyncio.Event) -> None:
