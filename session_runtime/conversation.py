@@ -107,6 +107,9 @@ class _Flight:
     last_seq: int = 0
     stdin_closed: bool = False
     exit: ExitMessage | None = field(default=None, repr=False)
+    #: stdin/resize frames written before ``started``: sent when it arrives, so an
+    #: error before ``started`` can only be the refusal of the command itself.
+    held: list[str] = field(default_factory=list)
 
     @property
     def reads_stdin(self) -> bool:
@@ -288,7 +291,7 @@ class Conversation:
             CommandRejectedError: ``bad_request`` when no command reads stdin, or after EOF.
         """
         flight = self._stdin_flight()
-        self._outgoing.append(_encode_lean(StdinMessage(id=flight.id, data=data)))
+        self._request(flight, _encode_lean(StdinMessage(id=flight.id, data=data)))
 
     def close_stdin(self) -> None:
         """Queue the EOF of the stdin of the command in flight.
@@ -298,7 +301,7 @@ class Conversation:
         """
         flight = self._stdin_flight()
         flight.stdin_closed = True
-        self._outgoing.append(encode(StdinMessage(id=flight.id, eof=True)))
+        self._request(flight, encode(StdinMessage(id=flight.id, eof=True)))
 
     def resize(self, cols: int, rows: int) -> None:
         """Queue a resize of the terminal of the command in flight.
@@ -309,7 +312,7 @@ class Conversation:
         flight = self._current
         if flight is None or not flight.has_tty:
             raise CommandRejectedError("no running command has a terminal", code="bad_request")
-        self._outgoing.append(encode(ResizeMessage(id=flight.id, cols=cols, rows=rows)))
+        self._request(flight, encode(ResizeMessage(id=flight.id, cols=cols, rows=rows)))
 
     def ping(self) -> str:
         """Queue a ping and return its id (see :meth:`ping_answered`)."""
@@ -391,6 +394,12 @@ class Conversation:
                 code="busy",
                 hint="wait for the initial (or abandoned) command's exit first",
             )
+
+    def _request(self, flight: _Flight, frame: str) -> None:
+        if flight.started is None:
+            flight.held.append(frame)
+        else:
+            self._outgoing.append(frame)
 
     def _stdin_flight(self) -> _Flight:
         flight = self._current
@@ -492,6 +501,8 @@ class Conversation:
             flight.started = message
             if not first:
                 return []  # the repeated started of a resume: nothing new for the caller
+            self._outgoing.extend(flight.held)
+            flight.held.clear()
             self._events.append(message)
             return [message]
         if flight.started is None:

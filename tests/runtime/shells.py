@@ -9,6 +9,7 @@ to :class:`Shell`, :class:`Conn` and :class:`Handle`.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from session_runtime.aclient import AsyncCommand, AsyncSessionConnection
 from session_runtime.client import Command, OutputChunk, SessionConnection
 from session_runtime.models import CommandResult
-from session_runtime.protocol import ExitMessage, WelcomeMessage
+from session_runtime.protocol import ExitMessage, StartedMessage, WelcomeMessage
 
 __all__ = ["AsyncShell", "Conn", "Handle", "Shell", "SyncShell"]
 
@@ -35,8 +36,17 @@ class Handle(Protocol):
     def next_chunk(self) -> OutputChunk: ...
     def rest(self) -> list[OutputChunk]: ...
     def result(self) -> CommandResult: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def started(self) -> StartedMessage | None: ...
+    @property
+    def gaps(self) -> list[tuple[int, int]]: ...
     def cancel(self) -> None: ...
     def leave(self) -> None: ...
+    def write(self, data: str) -> None: ...
+    def eof(self) -> None: ...
+    def resize(self, cols: int, rows: int) -> None: ...
 
 
 class Conn(Protocol):
@@ -47,7 +57,16 @@ class Conn(Protocol):
     @property
     def last_exit(self) -> ExitMessage | None: ...
     def run(self, command: str | list[str], timeout: float | None = None) -> CommandResult: ...
-    def start(self, command: str | list[str], timeout: float | None = None) -> Handle: ...
+    def start(
+        self,
+        command: str | list[str],
+        timeout: float | None = None,
+        *,
+        stdin: bool = False,
+        tty: tuple[int, int] | None = None,
+    ) -> Handle: ...
+    def attach(self, command_id: str, after_seq: int = 0) -> Handle: ...
+    def sever(self) -> None: ...
     def stream_some(self, command: str | list[str], count: int) -> list[OutputChunk]: ...
     def ping(self, timeout: float = 5.0) -> float: ...
     def close(self) -> None: ...
@@ -82,11 +101,32 @@ class _SyncHandle:
     def result(self) -> CommandResult:
         return self._cmd.result()
 
+    @property
+    def id(self) -> str:
+        return self._cmd.id
+
+    @property
+    def started(self) -> StartedMessage | None:
+        return self._cmd.started
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        return self._cmd.gaps
+
     def cancel(self) -> None:
         self._cmd.cancel()
 
     def leave(self) -> None:
         self._cmd.__exit__(None, None, None)
+
+    def write(self, data: str) -> None:
+        self._cmd.write(data)
+
+    def eof(self) -> None:
+        self._cmd.eof()
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._cmd.resize(cols, rows)
 
 
 class _SyncConn:
@@ -104,8 +144,22 @@ class _SyncConn:
     def run(self, command: str | list[str], timeout: float | None = None) -> CommandResult:
         return self.raw.run(command, timeout=timeout)
 
-    def start(self, command: str | list[str], timeout: float | None = None) -> Handle:
-        return _SyncHandle(self.raw.command(command, timeout=timeout))
+    def start(
+        self,
+        command: str | list[str],
+        timeout: float | None = None,
+        *,
+        stdin: bool = False,
+        tty: tuple[int, int] | None = None,
+    ) -> Handle:
+        return _SyncHandle(self.raw.command(command, timeout=timeout, stdin=stdin, tty=tty))
+
+    def attach(self, command_id: str, after_seq: int = 0) -> Handle:
+        return _SyncHandle(self.raw.attach(command_id, after_seq))
+
+    def sever(self) -> None:
+        """Drop the TCP connection without a close frame (a network failure)."""
+        self.raw._ws.sock.shutdown(socket.SHUT_RDWR)
 
     def stream_some(self, command: str | list[str], count: int) -> list[OutputChunk]:
         taken: list[OutputChunk] = []
@@ -184,11 +238,32 @@ class _AsyncHandle:
     async def _await_result(self) -> CommandResult:
         return await self._cmd
 
+    @property
+    def id(self) -> str:
+        return self._cmd.id
+
+    @property
+    def started(self) -> StartedMessage | None:
+        return self._cmd.started
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        return self._cmd.gaps
+
     def cancel(self) -> None:
         self._loop.call(self._cmd.cancel())
 
     def leave(self) -> None:
         self._loop.call(self._cmd.__aexit__(None, None, None))
+
+    def write(self, data: str) -> None:
+        self._loop.call(self._cmd.write(data))
+
+    def eof(self) -> None:
+        self._loop.call(self._cmd.eof())
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._loop.call(self._cmd.resize(cols, rows))
 
 
 async def anext_chunk(chunks: AsyncIterator[OutputChunk]) -> OutputChunk:
@@ -211,8 +286,24 @@ class _AsyncConn:
     def run(self, command: str | list[str], timeout: float | None = None) -> CommandResult:
         return self._loop.call(self.raw.run(command, timeout=timeout))
 
-    def start(self, command: str | list[str], timeout: float | None = None) -> Handle:
-        return _AsyncHandle(self._loop, self.raw.command(command, timeout=timeout))
+    def start(
+        self,
+        command: str | list[str],
+        timeout: float | None = None,
+        *,
+        stdin: bool = False,
+        tty: tuple[int, int] | None = None,
+    ) -> Handle:
+        return _AsyncHandle(
+            self._loop, self.raw.command(command, timeout=timeout, stdin=stdin, tty=tty)
+        )
+
+    def attach(self, command_id: str, after_seq: int = 0) -> Handle:
+        return _AsyncHandle(self._loop, self.raw.attach(command_id, after_seq))
+
+    def sever(self) -> None:
+        """Drop the TCP connection without a close frame (a network failure)."""
+        self._loop.loop.call_soon_threadsafe(self.raw._ws.transport.abort)
 
     def stream_some(self, command: str | list[str], count: int) -> list[OutputChunk]:
         async def take() -> list[OutputChunk]:

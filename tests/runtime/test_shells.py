@@ -20,7 +20,9 @@ from pydantic import SecretStr
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend
+from session_runtime.client import OutputChunk
 from session_runtime.errors import (
+    CommandRejectedError,
     CommandTimeoutError,
     ConnectionLostError,
     HandshakeRejectedError,
@@ -30,6 +32,7 @@ from session_runtime.errors import (
 )
 from session_runtime.ids import generate_session_id
 from session_runtime.models import BackendSession, CreateRequest
+from tests.agent.test_live_tty import needs_pty
 from tests.runtime.conftest import StackHandle
 from tests.runtime.shells import AsyncShell, Shell, SyncShell
 from tests.support.fake_gam import fake_gam_bin
@@ -274,3 +277,125 @@ def test_an_agent_killed_mid_command_is_a_lost_connection(
         conn.close()
         fake_backend.delete(sid)  # kills what the dead agent left running
     assert _gone(int(pidfile.read_text()))
+
+
+# --- live sessions (v1.1 agents): resume, attach, stdin -------------------------------------
+TICKS = 30
+
+
+def _ticks(chunks: list[OutputChunk]) -> str:
+    return "".join(c.data for c in chunks)
+
+
+def test_a_dropped_connection_is_resumed_and_the_output_is_whole(
+    shell: Shell, url: str, token: str
+) -> None:
+    conn = shell.open(url, token)
+    try:
+        assert conn.welcome.revision == "1.1"
+        handle = conn.start(["ticks", str(TICKS), "0.05"], timeout=60)
+        first = handle.next_chunk()
+        conn.sever()
+        rest = handle.rest()
+        expected = "".join(f"tick {i}\n" for i in range(1, TICKS + 1))
+        assert _ticks([first, *rest]) == expected  # nothing twice, nothing missing
+        seqs = [c.seq for c in [first, *rest]]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert handle.exit is not None and handle.exit.code == 0
+        assert handle.gaps == []
+        assert conn.run("echo after").exit_code == 0  # the new connection is the connection now
+    finally:
+        conn.close()
+
+
+def test_twenty_drops_during_one_command_lose_nothing(shell: Shell, url: str, token: str) -> None:
+    conn = shell.open(url, token)
+    try:
+        handle = conn.start(["ticks", "40", "0.05"], timeout=120)
+        chunks = []
+        for _ in range(20):
+            chunks.append(handle.next_chunk())
+            conn.sever()
+        chunks += handle.rest()
+        assert _ticks(chunks) == "".join(f"tick {i}\n" for i in range(1, 41))
+        assert handle.exit is not None and handle.exit.code == 0
+    finally:
+        conn.close()
+
+
+def test_another_connection_attaches_and_sees_all_the_output(
+    shell: Shell, url: str, token: str
+) -> None:
+    owner = shell.open(url, token)
+    follower = shell.open(url, token)
+    try:
+        handle = owner.start(["ticks", "10", "0.05"], timeout=60)
+        handle.next_chunk()
+        attached = follower.attach(handle.id, after_seq=0)
+        seen = attached.rest()
+        assert _ticks(seen) == "".join(f"tick {i}\n" for i in range(1, 11))
+        assert attached.exit is not None and attached.exit.code == 0
+        assert attached.started is not None and attached.started.argv == ["ticks", "10", "0.05"]
+        handle.rest()
+    finally:
+        owner.close()
+        follower.close()
+
+
+def test_attaching_to_an_unknown_command_is_a_bad_request(
+    shell: Shell, url: str, token: str
+) -> None:
+    conn = shell.open(url, token)
+    try:
+        with pytest.raises(CommandRejectedError) as info:
+            conn.attach("no-such-command").rest()
+        assert info.value.code == "bad_request"
+        assert conn.run("echo fine").exit_code == 0
+    finally:
+        conn.close()
+
+
+def test_stdin_feeds_a_batch_and_eof_ends_it(shell: Shell, url: str, token: str) -> None:
+    conn = shell.open(url, token)
+    try:
+        handle = conn.start(["batch", "-"], stdin=True, timeout=60)
+        handle.write("echo one\n")
+        handle.write("echo two\n")
+        handle.eof()
+        with pytest.raises(CommandRejectedError, match="already closed"):
+            handle.write("echo three\n")
+        assert _ticks(handle.rest()) == '["one"]\n["two"]\n'
+        assert handle.exit is not None and handle.exit.code == 0
+    finally:
+        conn.close()
+
+
+def test_stdin_to_a_command_started_without_it_is_refused_before_sending(
+    shell: Shell, url: str, token: str
+) -> None:
+    conn = shell.open(url, token)
+    try:
+        handle = conn.start(["echo", "x"])
+        with pytest.raises(CommandRejectedError, match="reads stdin"):
+            handle.write("nope")
+        with pytest.raises(CommandRejectedError, match="terminal"):
+            handle.resize(80, 24)
+        handle.rest()
+    finally:
+        conn.close()
+
+
+@needs_pty
+def test_a_tty_command_starts_with_the_requested_size(shell: Shell, url: str, token: str) -> None:
+    conn = shell.open(url, token)
+    try:
+        handle = conn.start(["cat"], tty=(100, 30), timeout=60)
+        handle.resize(120, 40)
+        handle.write("hello\n")
+        handle.eof()
+        out = _ticks(handle.rest())
+        assert "hello" in out
+        assert handle.started is not None and handle.started.tty is not None
+        assert (handle.started.tty.cols, handle.started.tty.rows) == (100, 30)
+    finally:
+        conn.close()

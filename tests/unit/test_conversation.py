@@ -426,6 +426,8 @@ def test_stdin_writes_and_eof_are_framed_for_the_command_in_flight() -> None:
     conv.data_to_send()
     conv.write_stdin("version\n")
     conv.close_stdin()
+    assert sent(conv) == []  # held until the command started: an error before is its refusal
+    started(conv, cid, stdin=True)
     assert sent(conv) == [
         {"type": "stdin", "id": cid, "data": "version\n"},
         {"type": "stdin", "id": cid, "eof": True},
@@ -448,6 +450,7 @@ def test_a_tty_command_takes_input_and_resizes() -> None:
     conv = welcomed()
     cid = conv.start_command("oauth create", tty=TtySize(cols=80, rows=24))
     assert sent(conv)[0]["tty"] == {"cols": 80, "rows": 24}
+    started(conv, cid, tty={"cols": 80, "rows": 24})
     conv.resize(120, 40)
     conv.write_stdin("y\r")
     assert sent(conv) == [
@@ -462,3 +465,13 @@ def test_cancel_without_a_command_lets_the_agent_pick() -> None:
     assert sent(conv) == [{"type": "cancel"}]
     conv.cancel("theirs")
     assert sent(conv) == [{"type": "cancel", "id": "theirs"}]
+
+
+def test_input_held_for_a_refused_command_is_never_sent() -> None:
+    conv = welcomed()
+    cid = conv.start_command("batch -", stdin=True)
+    conv.data_to_send()
+    conv.write_stdin("version\n")
+    conv.receive_frame(frame(type="error", id=cid, code="busy", message="busy"))
+    assert sent(conv) == []
+    assert isinstance(events(conv)[0], ErrorMessage)
