@@ -25,7 +25,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
-from session_runtime.conversation import Conversation, Event, InitialCommand, OutputChunk
+from session_runtime.conversation import (
+    CommandRecord,
+    Conversation,
+    Event,
+    InitialCommand,
+    OutputChunk,
+)
 from session_runtime.errors import (
     CommandRejectedError,
     CommandTimeoutError,
@@ -47,9 +53,7 @@ from session_runtime.handshake import (
 )
 from session_runtime.models import CommandResult
 from session_runtime.protocol import (
-    ErrorMessage,
     ExitMessage,
-    GapMessage,
     OutputMessage,
     StartedMessage,
     TtySize,
@@ -114,11 +118,7 @@ class AsyncCommand:
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
         self._deadline = deadline
-        self.started: StartedMessage | None = None
-        self.exit: ExitMessage | None = None
-        self.gaps: list[tuple[int, int]] = []
-        self.seq = 0
-        self._refusal: ErrorMessage | None = None
+        self._record = CommandRecord(command_id)
         self._done = False
 
     async def __aenter__(self) -> AsyncCommand:
@@ -142,6 +142,26 @@ class AsyncCommand:
     def done(self) -> bool:
         """True once the exit arrived, or the command was given up on."""
         return self._done
+
+    @property
+    def started(self) -> StartedMessage | None:
+        """The command's ``started`` (its argv, stdin and tty), once it arrived."""
+        return self._record.started
+
+    @property
+    def exit(self) -> ExitMessage | None:
+        """The command's ``exit``, once it arrived."""
+        return self._record.exit
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """Ranges ``(from_seq, to_seq)`` of output the agent's buffer dropped."""
+        return self._record.gaps
+
+    @property
+    def seq(self) -> int:
+        """The last seq seen (0 before any output, and with v1 agents)."""
+        return self._record.seq
 
     async def start(self) -> AsyncCommand:
         """Send the command (or attach) now; ``async with``, ``async for`` and ``await`` do.
@@ -171,13 +191,16 @@ class AsyncCommand:
             await self._conn._conv_cancel(self.id)
         self._conn._abandon(self.id)
 
-    async def chunks(self) -> AsyncIterator[OutputChunk]:
-        """Yield the output as it arrives, until the exit (then in :attr:`exit`).
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield every message about the command as it arrives: ``started``, ``output``,
+        ``gap`` (also for a hole the client found), a refused request's ``error``, ``exit``.
+
+        For relays that pass the protocol on (a browser, a JSON-lines CLI). Ends
+        after the exit; a timed-out exit is yielded, not raised.
 
         Raises:
             CommandRejectedError: the agent refused the command (``busy``, ``bad_request`` ...).
-            CommandTimeoutError: the timeout passed (the command is cancelled), or
-                the agent's own command timeout ended it.
+            CommandTimeoutError: the timeout passed (the command is cancelled).
             ConnectionLostError: the connection dropped and could not be resumed.
         """
         await self.start()
@@ -193,9 +216,31 @@ class AsyncCommand:
                 self._done = True
                 self._conn._forget(self.id)
                 raise
-            chunk = self._take(event)
-            if chunk is not None:
-                yield chunk
+            try:
+                mine = self._record.apply(event)
+            except CommandRejectedError:
+                self._done = True
+                raise
+            if mine is None:
+                continue
+            if isinstance(mine, ExitMessage):
+                self._done = True
+                self._conn.last_exit = mine
+            yield mine
+
+    async def chunks(self) -> AsyncIterator[OutputChunk]:
+        """Yield the output as it arrives, until the exit (then in :attr:`exit`).
+
+        Raises:
+            CommandRejectedError: the agent refused the command (``busy``, ``bad_request`` ...).
+            CommandTimeoutError: the timeout passed (the command is cancelled), or
+                the agent's own command timeout ended it.
+            ConnectionLostError: the connection dropped and could not be resumed.
+        """
+        async for event in self.events():
+            if isinstance(event, OutputMessage):
+                yield OutputChunk(event.stream, event.data, event.seq)
+        self._record.check_exit()
 
     async def result(self) -> CommandResult:
         """Wait for the exit and return it with the output not yet read through :meth:`chunks`.
@@ -229,58 +274,20 @@ class AsyncCommand:
                 agent refused an earlier write.
         """
         await self.start()
-        self._raise_refusal()
+        self._record.raise_refusal()
         await self._conn._request(self.id, lambda conv: conv.write_stdin(data))
 
     async def eof(self) -> None:
         """Close the command's stdin (end of input)."""
         await self.start()
-        self._raise_refusal()
+        self._record.raise_refusal()
         await self._conn._request(self.id, lambda conv: conv.close_stdin())
 
     async def resize(self, cols: int, rows: int) -> None:
         """Resize the command's terminal (a ``tty`` command gets SIGWINCH)."""
         await self.start()
-        self._raise_refusal()
+        self._record.raise_refusal()
         await self._conn._request(self.id, lambda conv: conv.resize(cols, rows))
-
-    # --- internals ----------------------------------------------------------------
-    def _raise_refusal(self) -> None:
-        refusal, self._refusal = self._refusal, None
-        if refusal is not None:
-            raise CommandRejectedError(refusal.message, code=refusal.code)
-
-    def _take(self, event: Event) -> OutputChunk | None:
-        """Apply one event; return the chunk to yield, if any."""
-        if isinstance(event, ErrorMessage):
-            if event.id not in (self.id, None):
-                return None
-            if self.started is None:
-                self._done = True
-                raise CommandRejectedError(event.message, code=event.code)
-            self._refusal = event  # a refused stdin/resize: raised by the next request
-            return None
-        if getattr(event, "id", None) != self.id:
-            return None
-        if isinstance(event, StartedMessage):
-            self.started = event
-        elif isinstance(event, GapMessage):
-            self.gaps.append((event.from_seq, event.to_seq))
-            self.seq = event.to_seq
-        elif isinstance(event, OutputMessage):
-            self.seq = event.seq or self.seq
-            return OutputChunk(event.stream, event.data, event.seq)
-        elif isinstance(event, ExitMessage):
-            self.seq = event.seq or self.seq
-            self.exit = event
-            self._conn.last_exit = event
-            self._done = True
-            if event.timed_out:
-                raise CommandTimeoutError(
-                    "Command exceeded the session's command timeout",
-                    cause=f"exit code {event.code} after {event.duration_ms} ms",
-                )
-        return None
 
 
 class AsyncSessionConnection:

@@ -36,7 +36,12 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from session_runtime.errors import CommandRejectedError, ConnectionLostError, ProtocolError
+from session_runtime.errors import (
+    CommandRejectedError,
+    CommandTimeoutError,
+    ConnectionLostError,
+    ProtocolError,
+)
 from session_runtime.protocol import (
     AgentMessageModel,
     AttachMessage,
@@ -60,6 +65,7 @@ from session_runtime.protocol import (
 )
 
 __all__ = [
+    "CommandRecord",
     "Conversation",
     "Event",
     "InitialCommand",
@@ -92,6 +98,75 @@ class InitialCommand:
     stderr: str = ""
     exit: ExitMessage | None = None
     last_seq: int = 0
+
+
+class CommandRecord:
+    """What a command handle knows of its command, applied event by event (no I/O).
+
+    Both shells' handles keep one, so ``started``, ``exit``, ``gaps`` and ``seq``
+    mean the same in each.
+
+    Args:
+        command_id: the command's id.
+    """
+
+    def __init__(self, command_id: str) -> None:
+        self.id = command_id
+        self.started: StartedMessage | None = None
+        self.exit: ExitMessage | None = None
+        #: Ranges ``(from_seq, to_seq)`` the agent's replay buffer dropped.
+        self.gaps: list[tuple[int, int]] = []
+        #: The last seq seen (0 before any, and with v1 agents).
+        self.seq = 0
+        self._refusal: ErrorMessage | None = None
+
+    def apply(self, event: Event) -> Event | None:
+        """Record ``event``; return it when it concerns this command.
+
+        Raises:
+            CommandRejectedError: an error before ``started``: the command was refused.
+        """
+        if isinstance(event, ErrorMessage):
+            if event.id not in (self.id, None):
+                return None
+            if self.started is None:
+                raise CommandRejectedError(event.message, code=event.code)
+            self._refusal = event  # a refused stdin/resize: raised by the next request
+            return event
+        if event.id != self.id:
+            return None
+        if isinstance(event, StartedMessage):
+            self.started = event
+        elif isinstance(event, GapMessage):
+            self.gaps.append((event.from_seq, event.to_seq))
+            self.seq = event.to_seq
+        else:
+            self.seq = event.seq or self.seq
+            if isinstance(event, ExitMessage):
+                self.exit = event
+        return event
+
+    def raise_refusal(self) -> None:
+        """Raise the agent's refusal of an earlier stdin/resize request, once.
+
+        Raises:
+            CommandRejectedError: the refusal, with its code.
+        """
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            raise CommandRejectedError(refusal.message, code=refusal.code)
+
+    def check_exit(self) -> None:
+        """Raise when the exit says the agent's own command timeout ended the command.
+
+        Raises:
+            CommandTimeoutError: ``exit.timed_out``.
+        """
+        if self.exit is not None and self.exit.timed_out:
+            raise CommandTimeoutError(
+                "Command exceeded the session's command timeout",
+                cause=f"exit code {self.exit.code} after {self.exit.duration_ms} ms",
+            )
 
 
 @dataclass

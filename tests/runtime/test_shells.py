@@ -35,7 +35,6 @@ from session_runtime.models import BackendSession, CreateRequest
 from tests.agent.test_live_tty import needs_pty
 from tests.runtime.conftest import StackHandle
 from tests.runtime.shells import AsyncShell, Shell, SyncShell
-from tests.support.fake_gam import fake_gam_bin
 
 SHELLS = ["sync", "async"]
 
@@ -50,34 +49,13 @@ def shell(request: pytest.FixtureRequest) -> Iterator[Shell]:
 
 
 @pytest.fixture(scope="module")
-def fake_backend(
-    local_stack: StackHandle, tmp_path_factory: pytest.TempPathFactory
-) -> LocalBackend:
-    """The runtime stack's backend, its agents running the fake GAM."""
-    gam = fake_gam_bin(tmp_path_factory.mktemp("shells-gam"))
-    return LocalBackend(local_stack.state_dir, gam_bin=gam, idle_timeout=0)
-
-
-@pytest.fixture(scope="module")
-def session(fake_backend: LocalBackend) -> Iterator[BackendSession]:
-    """One fake-GAM session for the module's tests."""
-    sid = f"shells-{generate_session_id()[:8]}"
-    fake_backend.create(
-        CreateRequest(
-            session_id=sid,
-            token=SecretStr(f"tok-{generate_session_id()}"),
-            credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
-            max_sessions=50,
-        )
-    )
-    yield fake_backend.wait_ready(sid, timeout=30)
-    fake_backend.delete(sid)
+def session(fake_session: BackendSession) -> BackendSession:
+    return fake_session
 
 
 @pytest.fixture
-def url(local_stack: StackHandle, session: BackendSession) -> str:
-    base = "ws://" + local_stack.proxy_url.split("://", 1)[1].rstrip("/")
-    return base + naming.session_path(session.session_id)
+def url(ws_base: str, session: BackendSession) -> str:
+    return ws_base + naming.session_path(session.session_id)
 
 
 @pytest.fixture
