@@ -135,8 +135,16 @@ def test_an_unreachable_api_is_backend_unavailable(settings: WebSocketSettings) 
     assert "after 2 attempts" in (err.value.cause or "")
 
 
-def test_backoff_doubles_up_to_its_cap_and_bounds_retry_after() -> None:
+def test_backoff_doubles_with_jitter_up_to_its_cap_and_bounds_retry_after() -> None:
     policy = RetryPolicy(attempts=6, base_delay=0.1, max_delay=0.5)
-    assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    assert policy.delay(1, retry_after=0.3) == 0.3
-    assert policy.delay(1, retry_after=3600) == 0.5
+    for _ in range(50):
+        delays = [policy.delay(n) for n in range(1, 6)]
+        for delay, floor in zip(delays, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True):
+            assert floor <= delay <= min(0.5, floor + 0.1)
+        assert 0.3 <= policy.delay(1, retry_after=0.3) <= 0.5
+        assert policy.delay(1, retry_after=3600) == 0.5
+
+
+def test_jitter_spreads_the_retries_of_replicas_that_failed_together() -> None:
+    policy = RetryPolicy(base_delay=0.2, max_delay=5.0)
+    assert len({policy.delay(2) for _ in range(20)}) > 1

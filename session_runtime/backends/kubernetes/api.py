@@ -1,7 +1,8 @@
 """The Kubernetes API as the backend uses it: one client, bounded retries, typed errors.
 
 Transient failures (connection refused or reset, timeouts, 429, 5xx) are retried
-with exponential backoff up to :attr:`RetryPolicy.attempts`; when they run out
+with jittered exponential backoff (:mod:`session_runtime.retry`) up to
+:attr:`RetryPolicy.attempts`; when they run out
 the caller gets :class:`~session_runtime.errors.BackendUnavailableError`. Every
 other API error becomes :class:`~session_runtime.errors.BackendError` carrying
 the API server's own message, except 404, which callers see as ``None`` or
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import httpx2
 import msgspec
+import tenacity
 from lightkube import ApiError, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.decoders import (
@@ -34,6 +36,7 @@ from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
 from lightkube.types import PatchType
 
 from session_runtime.errors import BackendError, BackendUnavailableError
+from session_runtime.retry import Backoff
 from session_runtime.settings import WebSocketSettings
 
 __all__ = [
@@ -81,24 +84,10 @@ def _warm_up_decoders() -> None:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a transient failure is retried.
+class RetryPolicy(Backoff):
+    """:class:`~session_runtime.retry.Backoff` for API calls, plus each request's timeout."""
 
-    Delays grow ``base_delay * 2**n`` up to ``max_delay``; a ``Retry-After`` header
-    is honoured but never beyond ``max_delay``.
-    """
-
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 5.0
     request_timeout: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Return the pause before retry number ``attempt`` (1-based)."""
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        if retry_after is not None:
-            return float(min(self.max_delay, max(backoff, retry_after)))
-        return float(backoff)
 
 
 def load_kube_config(settings: WebSocketSettings) -> SingleConfig:
@@ -236,24 +225,28 @@ class KubeApi:
             BackendError: the API refused, with its message.
         """
         accepted = set(ok_statuses)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except ValueError as exc:  # msgspec: the API sent an object the models reject
-                raise BackendError(
-                    f"Kubernetes API answer to {what} could not be read",
-                    cause=str(exc)[:300],
-                    hint="the API server and the client disagree on the object's schema",
-                ) from None
-            except (httpx2.HTTPError, ApiError) as exc:
-                code, _, _ = api_reason(exc)
-                if code is not None and code in accepted:
-                    return None
-                if not is_transient(exc) or attempt >= self.retry.attempts:
-                    raise to_backend_error(what, exc, attempts=attempt) from None
-                self._sleep(self.retry.delay(attempt, _retry_after(exc)))
+        retrying = self._retrying(what)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return fn()
+                    except (httpx2.HTTPError, ApiError) as exc:
+                        if api_reason(exc)[0] in accepted:
+                            return None
+                        raise
+        except ValueError as exc:  # msgspec: the API sent an object the models reject
+            raise BackendError(
+                f"Kubernetes API answer to {what} could not be read",
+                cause=str(exc)[:300],
+                hint="the API server and the client disagree on the object's schema",
+            ) from exc
+        except (httpx2.HTTPError, ApiError) as exc:
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _retrying(self, what: str) -> tenacity.Retrying:
+        return self.retry.retrying(what, is_transient, retry_after=_retry_after, sleep=self._sleep)
 
     # --- the verbs the backend uses -------------------------------------------
     def get(self, res: type[Any], name: str) -> Any | None:
@@ -275,20 +268,19 @@ class KubeApi:
 
     def create(self, obj: Any) -> Any:
         """Create an object; 409 and 403 stay ApiError so callers can decide (never retried)."""
-        kind = type(obj).__name__
-        name = obj.metadata.name
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self.client.create(obj, namespace=self.namespace)
-            except (httpx2.HTTPError, ApiError) as exc:
-                code, _, _ = api_reason(exc)
-                if code in (403, 409) and isinstance(exc, ApiError):
-                    raise
-                if not is_transient(exc) or attempt >= self.retry.attempts:
-                    raise to_backend_error(f"create {kind} {name}", exc, attempts=attempt) from None
-                self._sleep(self.retry.delay(attempt, _retry_after(exc)))
+        what = f"create {type(obj).__name__} {obj.metadata.name}"
+        retrying = self._retrying(what)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self.client.create(obj, namespace=self.namespace)
+        except ApiError as exc:
+            if api_reason(exc)[0] in (403, 409):
+                raise
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        except httpx2.HTTPError as exc:
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def patch(self, res: type[Any], name: str, patch: dict[str, Any]) -> Any | None:
         """Merge-patch an object; None when it does not exist."""
@@ -308,3 +300,7 @@ class KubeApi:
             ok_statuses=(404,),
         )
         return bool(deleted)
+
+
+def _tries(retrying: tenacity.Retrying) -> int:
+    return int(retrying.statistics.get("attempt_number", 1))

@@ -109,19 +109,14 @@ class PodWatcher:
         the response starts ends its generator, so it is reopened here (the
         tracker drops the repeated objects a fresh watch lists again).
         """
-        failures = 0
-        while True:
-            try:
-                async for kind, obj in source():
-                    failures = 0
-                    await queue.put((tag, kind, obj))
-                return
-            except (httpx2.HTTPError, OSError) as exc:
-                failures += 1
-                if not is_transient(exc) or failures >= self.retry.attempts:
-                    await queue.put(("error", tag, exc))
-                    return
-                await asyncio.sleep(self.retry.delay(failures))
+        retrying = self.retry.async_retrying(f"watch {tag}", is_transient)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async for kind, obj in source():
+                        await queue.put((tag, kind, obj))
+        except (httpx2.HTTPError, OSError) as exc:
+            await queue.put(("error", tag, exc))
 
     async def _wait(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
