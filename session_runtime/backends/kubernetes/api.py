@@ -11,28 +11,17 @@ the API server's own message, except 404, which callers see as ``None`` or
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
-import msgspec
 import tenacity
 from lightkube import ApiError, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.core.decoders import (
-    decode_list,
-    decode_object,
-    decode_status,
-    decode_watch_event,
-)
 from lightkube.core.exceptions import ConfigError
-from lightkube.models.meta_v1 import Status
-from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
 from lightkube.types import PatchType
 
 from session_runtime.errors import BackendError, BackendUnavailableError
@@ -50,37 +39,6 @@ __all__ = [
 
 T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
-_DECODERS_READY = threading.Event()
-_DECODERS_LOCK = threading.Lock()
-
-
-def _warm_up_decoders() -> None:
-    """Build lightkube's decoders for the resources used here once, in one thread.
-
-    msgspec builds a type's decoder on first use; threads doing that for the
-    same type at once crash the process (a segfault, seen with lightkube 1.0 and
-    msgspec 0.22 when many creates start together, in list decoding and in the
-    ``Status`` that every 404 or 409 becomes). So every path the backend takes
-    (list and object decoding, ``from_dict``, encoding, watch events and API
-    errors) is taken once here first. Done once per process.
-    """
-    if _DECODERS_READY.is_set():
-        return
-    with _DECODERS_LOCK:
-        if _DECODERS_READY.is_set():
-            return
-        for resource in (Pod, PodTemplate, Secret, Event):
-            # An empty list builds the decoders of the list and of its items.
-            decode_list(b'{"metadata": {}, "items": []}', resource)
-            # The decoder is built before validation, so a rejected {} still warms it.
-            with contextlib.suppress(msgspec.ValidationError):
-                decode_object(b"{}", resource)
-                msgspec.json.encode(resource.from_dict({}))
-        status = b'{"kind": "Status", "code": 404, "details": {"causes": [{}]}}'
-        decode_status(status)
-        Status.from_dict(msgspec.json.decode(status))
-        decode_watch_event(b'{"type": "ERROR", "object": {}}')
-        _DECODERS_READY.set()
 
 
 @dataclass(frozen=True)
@@ -199,7 +157,6 @@ class KubeApi:
         self.retry = retry or RetryPolicy()
         self.trust_env = trust_env
         self._sleep = sleep
-        _warm_up_decoders()
         self.client = Client(
             config,
             namespace=namespace,
