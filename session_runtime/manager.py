@@ -242,7 +242,6 @@ class SessionManager:
         sid = validate_session_id(session_id) if session_id is not None else generate_session_id()
         secret = credentials_secret or self.settings.default_credentials_secret
         validate_dns_subdomain(secret, "credentials secret name")
-        existed = self.backend.get(sid) is not None
         request = CreateRequest(
             session_id=sid,
             token=SecretStr(secrets.token_urlsafe(32)),
@@ -251,6 +250,7 @@ class SessionManager:
             max_sessions=self.settings.max_sessions,
         )
         session = self.backend.create(request, progress)
+        created = session.created
         if not wait:
             return self._info(session)
         deadline = time.monotonic() + self.settings.start_timeout
@@ -259,7 +259,7 @@ class SessionManager:
             remaining = max(deadline - time.monotonic(), 1.0)
             self._handshake(session, min(remaining, HANDSHAKE_RETRY_WINDOW_S), progress)
         except SessionError:
-            if not existed:  # free the slot; the original error is the one to report
+            if created:  # free the slot; the original error is the one to report
                 with contextlib.suppress(SessionError):
                     self.backend.delete(sid)
             raise
