@@ -18,6 +18,7 @@ from components.proxy_manifests import (
 )
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
+from session_runtime.rbac import RUNTIME_ROLE_RULES
 from session_runtime.spec import (
     SessionPodConfig,
     restricted_container_security,
@@ -67,28 +68,6 @@ BLOCKED_EGRESS_CIDRS = (
     "169.254.0.0/16",
     "172.16.0.0/12",
     "192.168.0.0/16",
-)
-#: Exactly what the runtime does: create/watch/delete session pods and their token
-#: Secrets, read events for progress, read the template.
-RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (
-    {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]},
-    {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "verbs": ["get", "list", "create", "delete", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-    {
-        "apiGroups": [""],
-        "resources": ["podtemplates"],
-        "resourceNames": [naming.SESSION_TEMPLATE_NAME],
-        "verbs": ["get"],
-    },
 )
 #: A fixed stamp time for the Deployment's template: a changing annotation would
 #: roll the default session on every ``pulumi up``; the annotation is dropped.
@@ -249,7 +228,7 @@ def runtime_role(cfg: StackConfig) -> dict[str, Any]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(RUNTIME_SERVICE_ACCOUNT, cfg, COMPONENT_RUNTIME),
-        "rules": [dict(rule) for rule in RUNTIME_ROLE_RULES],
+        "rules": [dict(rule) for rule in RUNTIME_ROLE_RULES],  # the one definition
     }
 
 

@@ -2,7 +2,9 @@
 
 1. settings valid (templates carry ``{{SESSION_ID}}``, the proxy URL is well-formed);
 2. the Kubernetes API answers;
-3. RBAC allows every verb the runtime uses (one SelfSubjectAccessReview per verb);
+3. RBAC allows everything the runtime does: one SelfSubjectAccessReview per
+   question derived from the one Role definition (:mod:`session_runtime.rbac`),
+   with the resource name where the Role names one;
 4. the PodTemplate, the headless Service and the ResourceQuota exist;
 5. the proxy Deployment exists and is ready;
 6. the default session answers (handshake through the proxy and a command);
@@ -10,7 +12,10 @@
 
 Each check is one pass/fail line with a hint. A check whose ground is missing
 (the API is unreachable, so RBAC cannot be asked) is skipped with the reason,
-not failed again. With the local backend the cluster checks are skipped.
+not failed again. Doctor runs as the runtime's own identity: a read that
+identity is not granted (Services, quotas, the proxy Deployment) is reported
+as "cannot check as this identity" with a hint, never as a cluster failure.
+With the local backend the cluster checks are skipped.
 """
 
 from __future__ import annotations
@@ -26,19 +31,10 @@ from session_runtime.ids import DEFAULT_SESSION_ID, generate_session_id
 from session_runtime.settings import WebSocketSettings, load_settings
 
 __all__ = [
-    "RBAC_NEEDS",
     "CheckLine",
     "DoctorReport",
     "run_doctor",
 ]
-
-#: Every (resource, verb) the runtime's Role must allow in the session namespace.
-RBAC_NEEDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pods", ("create", "get", "list", "watch", "delete")),
-    ("secrets", ("create", "get", "list", "patch", "delete")),
-    ("events", ("list", "watch")),
-    ("podtemplates", ("get",)),
-)
 
 
 class CheckLine(BaseModel):
@@ -100,6 +96,14 @@ class _Checklist:
         try:
             ok, detail, hint = check()
         except SessionError as exc:
+            if _forbidden(exc):  # the identity may not look: not a fault of the cluster
+                return self.add(
+                    name,
+                    None,
+                    f"cannot check as this identity: {exc.cause}",
+                    "the runtime's Role does not grant this read (by design); run doctor "
+                    "with a kubeconfig that may read it to check this line",
+                )
             detail = exc.message + (f": {exc.cause}" if exc.cause else "")
             return self.add(name, False, detail, exc.hint)
         except Exception as exc:  # a checklist reports every failure, it never crashes
@@ -110,6 +114,12 @@ class _Checklist:
     def skip(self, names: list[str], why: str) -> None:
         for name in names:
             self.add(name, None, why)
+
+
+def _forbidden(exc: SessionError) -> bool:
+    """True for an API refusal because of who is asking (403 Forbidden, not a quota)."""
+    cause = exc.cause or ""
+    return cause.startswith("403 Forbidden") and "exceeded quota" not in cause
 
 
 def _check_settings(settings: WebSocketSettings) -> tuple[bool, str, str | None]:
@@ -158,35 +168,40 @@ class _ClusterChecks:
         return True, f"answers; {len(found)} session pod(s) in {self.settings.namespace}", None
 
     def rbac(self) -> tuple[bool, str, str | None]:
+        """Ask, as this identity, every question the runtime's Role answers (one definition)."""
         from lightkube.models.authorization_v1 import (  # noqa: PLC0415
             ResourceAttributes,
             SelfSubjectAccessReviewSpec,
         )
         from lightkube.resources.authorization_v1 import SelfSubjectAccessReview  # noqa: PLC0415
 
+        from session_runtime.rbac import access_questions, rule_text  # noqa: PLC0415
+
+        questions = access_questions()
         missing = []
-        for resource, verbs in RBAC_NEEDS:
-            for verb in verbs:
-                review = SelfSubjectAccessReview(
-                    spec=SelfSubjectAccessReviewSpec(
-                        resourceAttributes=ResourceAttributes(
-                            namespace=self.settings.namespace, verb=verb, resource=resource
-                        )
+        for question in questions:
+            review = SelfSubjectAccessReview(
+                spec=SelfSubjectAccessReviewSpec(
+                    resourceAttributes=ResourceAttributes(
+                        namespace=self.settings.namespace,
+                        verb=question.verb,
+                        resource=question.resource,
+                        name=question.name,
                     )
                 )
-                answer = self.api.call(
-                    f"review {verb} {resource}", lambda r=review: self.api.client.create(r)
-                )
-                if not (answer and answer.status and answer.status.allowed):
-                    missing.append(f"{verb} {resource}")
-        total = sum(len(v) for _, v in RBAC_NEEDS)
+            )
+            answer = self.api.call(f"review {question}", lambda r=review: self.api.client.create(r))
+            if not (answer and answer.status and answer.status.allowed):
+                missing.append(question)
         if missing:
             return (
                 False,
-                f"not allowed: {', '.join(missing)}",
-                "grant these verbs in the runtime's Role (the Pulumi stack declares it)",
+                f"not allowed: {', '.join(str(q) for q in missing)}",
+                "the runtime's Role lacks: "
+                + "; ".join(rule_text(q) for q in missing)
+                + " (the Pulumi stack declares the Role)",
             )
-        return True, f"all {total} verbs allowed in {self.settings.namespace}", None
+        return True, f"all {len(questions)} permissions allowed in {self.settings.namespace}", None
 
     def pod_template(self) -> tuple[bool, str, str | None]:
         from lightkube.resources.core_v1 import PodTemplate  # noqa: PLC0415

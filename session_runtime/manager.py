@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tenacity
 from pydantic import SecretStr
 
 from session_runtime.errors import (
@@ -41,6 +42,7 @@ from session_runtime.models import (
     SessionInfo,
     SessionStatus,
 )
+from session_runtime.retry import Backoff
 from session_runtime.settings import WebSocketSettings, load_settings
 from session_runtime.spec import validate_dns_subdomain
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from session_runtime.client import SessionConnection
 
 __all__ = [
+    "HANDSHAKE_BACKOFF",
     "HANDSHAKE_RETRY_WINDOW_S",
     "Connector",
     "SessionManager",
@@ -57,8 +60,17 @@ __all__ = [
 
 #: How long phase two retries a refused or unreachable handshake (DNS caching, nginx resolver).
 HANDSHAKE_RETRY_WINDOW_S = 15.0
-_RETRY_FIRST_DELAY_S = 0.05
-_RETRY_MAX_DELAY_S = 1.0
+#: Phase two's pauses: short at first (DNS usually catches up at once), capped at 1 s.
+HANDSHAKE_BACKOFF = Backoff(attempts=1000, base_delay=0.05, max_delay=1.0)
+_RETRIED_HANDSHAKE_ERRORS = (SessionConnectError, HandshakeRejectedError, CommandTimeoutError)
+
+
+def _worth_another_handshake(exc: BaseException) -> bool:
+    """Refused or unreachable is retried (DNS may lag); a refused token never is."""
+    return isinstance(exc, _RETRIED_HANDSHAKE_ERRORS) and not isinstance(
+        exc, SessionUnauthorizedError
+    )
+
 
 #: Opens a connection: (url, token, timeout) -> SessionConnection. Swappable for tests.
 Connector = Callable[[str, str, float], "SessionConnection"]
@@ -230,7 +242,6 @@ class SessionManager:
         sid = validate_session_id(session_id) if session_id is not None else generate_session_id()
         secret = credentials_secret or self.settings.default_credentials_secret
         validate_dns_subdomain(secret, "credentials secret name")
-        existed = self.backend.get(sid) is not None
         request = CreateRequest(
             session_id=sid,
             token=SecretStr(secrets.token_urlsafe(32)),
@@ -239,6 +250,7 @@ class SessionManager:
             max_sessions=self.settings.max_sessions,
         )
         session = self.backend.create(request, progress)
+        created = session.created
         if not wait:
             return self._info(session)
         deadline = time.monotonic() + self.settings.start_timeout
@@ -247,7 +259,7 @@ class SessionManager:
             remaining = max(deadline - time.monotonic(), 1.0)
             self._handshake(session, min(remaining, HANDSHAKE_RETRY_WINDOW_S), progress)
         except SessionError:
-            if not existed:  # free the slot; the original error is the one to report
+            if created:  # free the slot; the original error is the one to report
                 with contextlib.suppress(SessionError):
                     self.backend.delete(sid)
             raise
@@ -259,46 +271,47 @@ class SessionManager:
         """Phase two: handshake and ping through the proxy, retried while DNS catches up."""
         url = self.settings.session_url(session.session_id)
         token = session.token.get_secret_value()
-        deadline = time.monotonic() + window
-        delay = _RETRY_FIRST_DELAY_S
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self.connector(url, token, self.settings.connect_timeout) as conn:
-                    conn.ping(timeout=self.settings.connect_timeout)
-            except SessionUnauthorizedError as exc:
-                raise SessionJoinError(
-                    cause=f"the session refused its own token (HTTP {exc.status})",
-                    hint="another session may answer at this id; close it and create it again",
-                ) from exc
-            except (SessionConnectError, HandshakeRejectedError, CommandTimeoutError) as exc:
-                if time.monotonic() + delay >= deadline:
-                    raise SessionConnectError(
-                        cause=f"no handshake through the proxy after {attempt} attempts: "
-                        f"{exc.message}" + (f" ({exc.cause})" if exc.cause else ""),
-                        hint=_PROXY_HINT,
-                    ) from exc
-                if progress is not None and attempt == 1:
-                    progress(
-                        ProgressEvent(
-                            session_id=session.session_id,
-                            phase="handshake",
-                            message="waiting for the proxy to reach the session",
-                        )
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_DELAY_S)
-                continue
-            if progress is not None:
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            if progress is not None and state.attempt_number == 1:
                 progress(
                     ProgressEvent(
                         session_id=session.session_id,
-                        phase="ready",
-                        message="session answers through the proxy",
+                        phase="handshake",
+                        message="waiting for the proxy to reach the session",
                     )
                 )
-            return
+
+        retrying = HANDSHAKE_BACKOFF.retrying(
+            f"handshake with session {session.session_id}",
+            _worth_another_handshake,
+            within=window,
+            before_sleep=announce,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self.connector(url, token, self.settings.connect_timeout) as conn:
+                    conn.ping(timeout=self.settings.connect_timeout)
+        except SessionUnauthorizedError as exc:
+            raise SessionJoinError(
+                cause=f"the session refused its own token (HTTP {exc.status})",
+                hint="another session may answer at this id; close it and create it again",
+            ) from exc
+        except _RETRIED_HANDSHAKE_ERRORS as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise SessionConnectError(
+                cause=f"no handshake through the proxy after {tries} attempts: "
+                f"{exc.message}" + (f" ({exc.cause})" if exc.cause else ""),
+                hint=_PROXY_HINT,
+            ) from exc
+        if progress is not None:
+            progress(
+                ProgressEvent(
+                    session_id=session.session_id,
+                    phase="ready",
+                    message="session answers through the proxy",
+                )
+            )
 
     def connect(self, session_id: str) -> SessionConnection:
         """Open a WebSocket connection to a session through the proxy.

@@ -190,9 +190,16 @@ def test_default_session_is_stamped_like_a_runtime_session(dev_run: StackRun) ->
 def test_runtime_role_is_namespaced_and_minimal(dev_run: StackRun) -> None:
     role = dev_run.one("Role", RUNTIME_SERVICE_ACCOUNT)
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"pods", "pods/status", "secrets", "events", "podtemplates"}
+    assert resources == {"pods", "secrets", "events", "podtemplates"}
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "escalate" not in rule["verbs"]
+    # Least privilege for Secrets: no list, and get only by name (never gam-credentials).
+    for rule in role["rules"]:
+        if "secrets" in rule["resources"]:
+            assert "list" not in rule["verbs"] and "watch" not in rule["verbs"]
+            if "get" in rule["verbs"]:
+                assert naming.DEFAULT_CREDENTIALS_SECRET not in rule["resourceNames"]
+                assert rule["resourceNames"]
     binding = dev_run.one("RoleBinding", RUNTIME_SERVICE_ACCOUNT)
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == RUNTIME_SERVICE_ACCOUNT

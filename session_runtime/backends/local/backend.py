@@ -347,7 +347,7 @@ class LocalBackend(SessionBackend):
             self._sync_dns(stack)
         self._await_dns(stack, sid, address)
         _emit(progress, sid, "registered", f"{sid}.{stack.session_domain} -> {address}")
-        return self._to_backend(record, SessionStatus.STARTING)
+        return self._to_backend(record, SessionStatus.STARTING).model_copy(update={"created": True})
 
     def _running_stack(self) -> StackRecord:
         return require_running_stack(self.state)
