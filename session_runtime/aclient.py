@@ -41,8 +41,8 @@ from session_runtime.errors import (
     SessionUnauthorizedError,
 )
 from session_runtime.handshake import (
-    RESUME_RETRY,
-    RetryPolicy,
+    RESUME_BACKOFF,
+    RESUME_WINDOW_S,
     auth_parts,
     close_reason,
     connect_failed,
@@ -59,6 +59,7 @@ from session_runtime.protocol import (
     TtySize,
     WelcomeMessage,
 )
+from session_runtime.retry import Backoff
 
 __all__ = ["AsyncCommand", "AsyncSessionConnection"]
 
@@ -313,7 +314,7 @@ class AsyncSessionConnection:
         *,
         conversation: Conversation | None = None,
         reopen: _Opener | None = None,
-        resume: RetryPolicy = RESUME_RETRY,
+        resume: Backoff = RESUME_BACKOFF,
     ) -> None:
         self._ws = ws
         self.url = url
@@ -332,7 +333,7 @@ class AsyncSessionConnection:
         *,
         timeout: float = 10.0,
         token_in_subprotocol: bool = False,
-        resume: RetryPolicy | None = RESUME_RETRY,
+        resume: Backoff | None = RESUME_BACKOFF,
     ) -> AsyncSessionConnection:
         """Connect, authenticate and read the welcome.
 
@@ -362,7 +363,7 @@ class AsyncSessionConnection:
             ws,
             shown,
             reopen=reopen if resume is not None else None,
-            resume=resume or RESUME_RETRY,
+            resume=resume or RESUME_BACKOFF,
         )
         try:
             await connection._read_frame(time.monotonic() + timeout)
@@ -662,8 +663,7 @@ class AsyncSessionConnection:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await self._ws.close()
-        window_end = time.monotonic() + self._resume.window_s
-        delays = self._resume.delays()
+        window_end = time.monotonic() + RESUME_WINDOW_S
         attempt = 0
         while True:
             attempt += 1
@@ -677,9 +677,11 @@ class AsyncSessionConnection:
                 failure = exc
             except SessionError as exc:  # 404 and other refusals: retried, a restart may lag
                 failure = exc
-            delay = next(delays, None)
+            if attempt >= self._resume.attempts:
+                break
+            delay = self._resume.delay(attempt)
             now = time.monotonic()
-            if delay is None or now + delay > window_end:
+            if now + delay > window_end:
                 break
             if deadline is not None and now + delay >= deadline:
                 break

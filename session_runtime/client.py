@@ -10,7 +10,7 @@ same methods, errors and docstrings. No message it builds contains the token.
 
 A dropped connection in the middle of a command is reopened and the command
 resumed (``attach`` after the last seq seen) when the agent speaks v1.1:
-bounded by :data:`~session_runtime.handshake.RESUME_RETRY`, then
+bounded by :data:`~session_runtime.handshake.RESUME_BACKOFF`, then
 :class:`~session_runtime.errors.ConnectionLostError`.
 """
 
@@ -41,8 +41,8 @@ from session_runtime.errors import (
     SessionUnauthorizedError,
 )
 from session_runtime.handshake import (
-    RESUME_RETRY,
-    RetryPolicy,
+    RESUME_BACKOFF,
+    RESUME_WINDOW_S,
     auth_parts,
     close_reason,
     connect_failed,
@@ -59,6 +59,7 @@ from session_runtime.protocol import (
     TtySize,
     WelcomeMessage,
 )
+from session_runtime.retry import Backoff
 
 __all__ = ["Command", "InitialCommand", "OutputChunk", "SessionConnection"]
 
@@ -280,7 +281,7 @@ class SessionConnection:
         *,
         conversation: Conversation | None = None,
         reopen: _Opener | None = None,
-        resume: RetryPolicy = RESUME_RETRY,
+        resume: Backoff = RESUME_BACKOFF,
     ) -> None:
         self._ws = ws
         self.url = url
@@ -302,7 +303,7 @@ class SessionConnection:
         *,
         timeout: float = 10.0,
         token_in_subprotocol: bool = False,
-        resume: RetryPolicy | None = RESUME_RETRY,
+        resume: Backoff | None = RESUME_BACKOFF,
     ) -> SessionConnection:
         """Connect, authenticate and read the welcome.
 
@@ -335,7 +336,7 @@ class SessionConnection:
             shown,
             conversation=conversation,
             reopen=reopen if resume is not None else None,
-            resume=resume or RESUME_RETRY,
+            resume=resume or RESUME_BACKOFF,
         )
         try:
             connection._read_frame(time.monotonic() + timeout)
@@ -625,8 +626,7 @@ class SessionConnection:
         assert self._reopen is not None  # noqa: S101 - checked by the caller
         with contextlib.suppress(Exception):
             self._ws.close(timeout=0)
-        window_end = time.monotonic() + self._resume.window_s
-        delays = self._resume.delays()
+        window_end = time.monotonic() + RESUME_WINDOW_S
         attempt = 0
         while True:
             attempt += 1
@@ -640,9 +640,11 @@ class SessionConnection:
                 failure = exc
             except SessionError as exc:  # 404 and other refusals: retried, a restart may lag
                 failure = exc
-            delay = next(delays, None)
+            if attempt >= self._resume.attempts:
+                break
+            delay = self._resume.delay(attempt)
             now = time.monotonic()
-            if delay is None or now + delay > window_end:
+            if now + delay > window_end:
                 break
             if deadline is not None and now + delay >= deadline:
                 break

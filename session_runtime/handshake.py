@@ -1,8 +1,8 @@
 """What both client shells decide about opening a connection, without any I/O.
 
 How the token travels, which typed error an HTTP refusal or a socket failure
-becomes, how a close frame reads, and the retry policy for handshakes and
-reconnects. :mod:`session_runtime.client` (websocket-client) and
+becomes, how a close frame reads, and the retry policy for reconnects.
+:mod:`session_runtime.client` (websocket-client) and
 :mod:`session_runtime.aclient` (websockets asyncio) call these, so the same
 failure gives the same error, message and hint in both.
 """
@@ -10,8 +10,6 @@ failure gives the same error, message and hint in both.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from session_runtime import naming
 from session_runtime.errors import (
@@ -20,12 +18,12 @@ from session_runtime.errors import (
     SessionUnauthorizedError,
     SessionUnreachableError,
 )
+from session_runtime.retry import Backoff
 
 __all__ = [
-    "HANDSHAKE_RETRY",
-    "RESUME_RETRY",
+    "RESUME_BACKOFF",
+    "RESUME_WINDOW_S",
     "UNREACHABLE_STATUSES",
-    "RetryPolicy",
     "auth_parts",
     "close_reason",
     "connect_failed",
@@ -40,34 +38,10 @@ __all__ = [
 UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries with exponential back-off: at most ``attempts`` tries within ``window_s``.
-
-    Args:
-        window_s: seconds after the first try beyond which no new try starts.
-        attempts: most tries in all (the first one included).
-        first_delay_s: the pause after the first failure; doubled after each.
-        max_delay_s: the longest pause.
-    """
-
-    window_s: float
-    attempts: int = 1000
-    first_delay_s: float = 0.05
-    max_delay_s: float = 1.0
-
-    def delays(self) -> Iterator[float]:
-        """Yield the pause before each retry (``attempts - 1`` of them)."""
-        delay = self.first_delay_s
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(delay * 2, self.max_delay_s)
-
-
-#: Phase two of readiness: DNS caching and nginx's resolver may need a few seconds.
-HANDSHAKE_RETRY = RetryPolicy(window_s=15.0)
-#: Reopening a dropped connection to resume a command (a proxy restart takes ~1 s).
-RESUME_RETRY = RetryPolicy(window_s=10.0, attempts=12, first_delay_s=0.1)
+#: Reopening a dropped connection to resume a command (a proxy restart takes ~1 s):
+#: at most this many tries, all within :data:`RESUME_WINDOW_S`.
+RESUME_BACKOFF = Backoff(attempts=12, base_delay=0.1, max_delay=1.0)
+RESUME_WINDOW_S = 10.0
 
 
 def auth_parts(token: str, *, in_subprotocol: bool) -> tuple[list[str], dict[str, str]]:

@@ -11,7 +11,6 @@ path a browser will use.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,32 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tenacity
-from pydantic import SecretStr
 
+from session_runtime import manager_rules as rules
 from session_runtime.errors import (
-    CommandTimeoutError,
-    HandshakeRejectedError,
-    SessionConnectError,
     SessionError,
-    SessionJoinError,
-    SessionNotFoundError,
-    SessionsDisabledError,
     SessionUnauthorizedError,
 )
-from session_runtime.ids import generate_session_id, validate_session_id
+from session_runtime.ids import validate_session_id
+from session_runtime.manager_rules import HANDSHAKE_BACKOFF, HANDSHAKE_RETRY_WINDOW_S
 from session_runtime.models import (
     BackendSession,
     CommandResult,
-    CreateRequest,
     ProgressCallback,
-    ProgressEvent,
     ReapedSession,
     SessionInfo,
     SessionStatus,
 )
-from session_runtime.retry import Backoff
 from session_runtime.settings import WebSocketSettings, load_settings
-from session_runtime.spec import validate_dns_subdomain
 
 if TYPE_CHECKING:
     from session_runtime.backends.base import SessionBackend
@@ -58,27 +48,8 @@ __all__ = [
     "local_stack_settings",
 ]
 
-#: How long phase two retries a refused or unreachable handshake (DNS caching, nginx resolver).
-HANDSHAKE_RETRY_WINDOW_S = 15.0
-#: Phase two's pauses: short at first (DNS usually catches up at once), capped at 1 s.
-HANDSHAKE_BACKOFF = Backoff(attempts=1000, base_delay=0.05, max_delay=1.0)
-_RETRIED_HANDSHAKE_ERRORS = (SessionConnectError, HandshakeRejectedError, CommandTimeoutError)
-
-
-def _worth_another_handshake(exc: BaseException) -> bool:
-    """Refused or unreachable is retried (DNS may lag); a refused token never is."""
-    return isinstance(exc, _RETRIED_HANDSHAKE_ERRORS) and not isinstance(
-        exc, SessionUnauthorizedError
-    )
-
-
 #: Opens a connection: (url, token, timeout) -> SessionConnection. Swappable for tests.
 Connector = Callable[[str, str, float], "SessionConnection"]
-
-_PROXY_HINT = (
-    "check that the proxy answers (`gamgui-session test-proxy`) and that "
-    "WEBSOCKET_SESSION_CONNECTION_TEMPLATE points at it"
-)
 
 
 def _open_connection(url: str, token: str, timeout: float) -> SessionConnection:
@@ -176,8 +147,7 @@ class SessionManager:
 
     # --- helpers -------------------------------------------------------------
     def _check_enabled(self) -> None:
-        if not self.settings.enabled:
-            raise SessionsDisabledError()
+        rules.check_enabled(self.settings)
 
     def preflight(self) -> None:
         """Fail fast when the backend's infrastructure is known to be down.
@@ -192,23 +162,13 @@ class SessionManager:
             self._preflight()
 
     def _info(self, session: BackendSession) -> SessionInfo:
-        return SessionInfo(
-            session_id=session.session_id,
-            websocket_url=self.settings.session_url(session.session_id),
-            websocket_path=self.settings.session_path(session.session_id),
-            token=session.token,
-            status=session.status,
-            created_at=session.created_at,
-        )
+        return rules.session_info(self.settings, session)
 
     def _require(self, session_id: str) -> BackendSession:
         sid = validate_session_id(session_id)
         session = self.backend.get(sid)
         if session is None:
-            raise SessionNotFoundError(
-                cause=f"no session {sid!r} exists",
-                hint="list sessions with `gamgui-session list`, or create it first",
-            )
+            raise rules.not_found(sid)
         return session
 
     # --- public API ----------------------------------------------------------
@@ -239,16 +199,8 @@ class SessionManager:
             SessionConnectError: the proxy or agent could not be reached.
         """
         self._check_enabled()
-        sid = validate_session_id(session_id) if session_id is not None else generate_session_id()
-        secret = credentials_secret or self.settings.default_credentials_secret
-        validate_dns_subdomain(secret, "credentials secret name")
-        request = CreateRequest(
-            session_id=sid,
-            token=SecretStr(secrets.token_urlsafe(32)),
-            command=command,
-            credentials_secret=secret,
-            max_sessions=self.settings.max_sessions,
-        )
+        request = rules.create_request(self.settings, session_id, command, credentials_secret)
+        sid = request.session_id
         session = self.backend.create(request, progress)
         created = session.created
         if not wait:
@@ -274,17 +226,11 @@ class SessionManager:
 
         def announce(state: tenacity.RetryCallState) -> None:
             if progress is not None and state.attempt_number == 1:
-                progress(
-                    ProgressEvent(
-                        session_id=session.session_id,
-                        phase="handshake",
-                        message="waiting for the proxy to reach the session",
-                    )
-                )
+                progress(rules.handshake_progress(session.session_id))
 
         retrying = HANDSHAKE_BACKOFF.retrying(
             f"handshake with session {session.session_id}",
-            _worth_another_handshake,
+            rules.worth_another_handshake,
             within=window,
             before_sleep=announce,
         )
@@ -293,25 +239,12 @@ class SessionManager:
                 with attempt, self.connector(url, token, self.settings.connect_timeout) as conn:
                     conn.ping(timeout=self.settings.connect_timeout)
         except SessionUnauthorizedError as exc:
-            raise SessionJoinError(
-                cause=f"the session refused its own token (HTTP {exc.status})",
-                hint="another session may answer at this id; close it and create it again",
-            ) from exc
-        except _RETRIED_HANDSHAKE_ERRORS as exc:
+            raise rules.own_token_refused(exc) from exc
+        except rules.RETRIED_HANDSHAKE_ERRORS as exc:
             tries = retrying.statistics.get("attempt_number", 1)
-            raise SessionConnectError(
-                cause=f"no handshake through the proxy after {tries} attempts: "
-                f"{exc.message}" + (f" ({exc.cause})" if exc.cause else ""),
-                hint=_PROXY_HINT,
-            ) from exc
+            raise rules.handshake_failed(tries, exc) from exc
         if progress is not None:
-            progress(
-                ProgressEvent(
-                    session_id=session.session_id,
-                    phase="ready",
-                    message="session answers through the proxy",
-                )
-            )
+            progress(rules.ready_progress(session.session_id))
 
     def connect(self, session_id: str) -> SessionConnection:
         """Open a WebSocket connection to a session through the proxy.
