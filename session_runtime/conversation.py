@@ -409,7 +409,7 @@ class Conversation:
         self._pings.clear()
         self._abandoned.clear()  # they are cancelled; a new connection never hears of them
         self._outgoing.clear()
-        self._events.clear()
+        # Queued events stay: they were received (and counted in last_seq) before the drop.
         if self._current is None:
             return False
         if not self.supports_resume:

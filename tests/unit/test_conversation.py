@@ -475,3 +475,17 @@ def test_input_held_for_a_refused_command_is_never_sent() -> None:
     conv.receive_frame(frame(type="error", id=cid, code="busy", message="busy"))
     assert sent(conv) == []
     assert isinstance(events(conv)[0], ErrorMessage)
+
+
+def test_events_received_before_a_drop_are_still_handed_out_after_the_resume() -> None:
+    conv = welcomed()
+    cid = _running(conv)
+    conv.receive_frame(output(cid, "a", 1))  # queued, not read yet (e.g. during a ping)
+    assert conv.connection_lost() is True
+    conv.receive_frame(
+        json.dumps({**WELCOME_V11, "commands": [{"id": cid, "state": "running", "last_seq": 1}]})
+    )
+    assert sent(conv) == [{"type": "attach", "id": cid, "after_seq": 1}]
+    started(conv, cid)
+    conv.receive_frame(output(cid, "b", 2))
+    assert [e.data for e in events(conv) if isinstance(e, OutputMessage)] == ["a", "b"]
