@@ -604,10 +604,12 @@ class AsyncSessionConnection:
     async def _flush(self) -> None:
         """Send what the conversation queued, in order."""
         async with self._send_lock:
-            for frame in self._conv.data_to_send():
+            frames = self._conv.data_to_send()
+            for sent, frame in enumerate(frames):
                 try:
                     await self._ws.send(frame)
                 except (OSError, WebSocketException) as exc:
+                    self._conv.unsent(frames[sent:])
                     raise ConnectionLostError(cause=f"send failed: {type(exc).__name__}") from None
 
     async def _send(self, frame: str) -> None:

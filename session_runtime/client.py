@@ -568,10 +568,12 @@ class SessionConnection:
 
     def _flush(self) -> None:
         """Send what the conversation queued (hold ``_lock``)."""
-        for frame in self._conv.data_to_send():
+        frames = self._conv.data_to_send()
+        for sent, frame in enumerate(frames):
             try:
                 self._ws.send(frame)
             except (OSError, websocket.WebSocketException) as exc:
+                self._conv.unsent(frames[sent:])
                 raise ConnectionLostError(cause=f"send failed: {type(exc).__name__}") from None
 
     def _send(self, frame: str) -> None:

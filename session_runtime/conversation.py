@@ -31,6 +31,7 @@ No socket, no clock, no thread: the unit tests drive it by frames alone.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from collections import deque
 from collections.abc import Sequence
@@ -185,6 +186,8 @@ class _Flight:
     #: stdin/resize frames written before ``started``: sent when it arrives, so an
     #: error before ``started`` can only be the refusal of the command itself.
     held: list[str] = field(default_factory=list)
+    #: Input queued when the connection dropped: sent again after the resuming attach.
+    resend: list[str] = field(default_factory=list)
 
     @property
     def reads_stdin(self) -> bool:
@@ -274,6 +277,16 @@ class Conversation:
         """Return (and forget) the frames queued for the agent, in order."""
         frames, self._outgoing = self._outgoing, []
         return frames
+
+    def unsent(self, frames: list[str]) -> None:
+        """Give back frames a shell could not send (the socket broke): they go first again.
+
+        After a resume, the command's input among them is sent once more.
+
+        Args:
+            frames: the frames from :meth:`data_to_send` not written, in order.
+        """
+        self._outgoing[:0] = frames
 
     def next_event(self) -> Event | None:
         """Return the oldest event not handed out yet, or None."""
@@ -408,7 +421,10 @@ class Conversation:
         self._welcomed = False
         self._pings.clear()
         self._abandoned.clear()  # they are cancelled; a new connection never hears of them
-        self._outgoing.clear()
+        # Input for the command that never left is sent again after the attach.
+        pending, self._outgoing = self._outgoing, []
+        if self._current is not None:
+            self._current.resend = [f for f in pending if _is_input_for(f, self._current.id)]
         # Queued events stay: they were received (and counted in last_seq) before the drop.
         if self._current is None:
             return False
@@ -505,6 +521,8 @@ class Conversation:
         if flight.id in known:
             flight.awaiting_started = True
             self._outgoing.append(encode(AttachMessage(id=flight.id, after_seq=flight.last_seq)))
+            self._outgoing.extend(flight.resend)
+            flight.resend = []
         elif flight.started is None and flight.message is not None:
             # The agent never started it (the command frame was lost with the socket).
             self._outgoing.append(_encode_lean(flight.message))
@@ -618,6 +636,15 @@ class Conversation:
         flight.last_seq = seq
         produced.append(message)
         return produced
+
+
+def _is_input_for(frame: str, command_id: str) -> bool:
+    """Whether ``frame`` (one this module built) is stdin or a resize for ``command_id``."""
+    try:
+        data = json.loads(frame)
+    except ValueError:  # pragma: no cover - every queued frame is JSON
+        return False
+    return data.get("type") in ("stdin", "resize") and data.get("id") == command_id
 
 
 def _encode_lean(message: CommandMessage | StdinMessage) -> str:

@@ -489,3 +489,21 @@ def test_events_received_before_a_drop_are_still_handed_out_after_the_resume() -
     started(conv, cid)
     conv.receive_frame(output(cid, "b", 2))
     assert [e.data for e in events(conv) if isinstance(e, OutputMessage)] == ["a", "b"]
+
+
+def test_input_that_could_not_be_sent_is_sent_again_after_the_resume() -> None:
+    conv = welcomed()
+    cid = conv.start_command("batch -", stdin=True)
+    started(conv, cid, stdin=True)
+    conv.data_to_send()
+    conv.write_stdin("echo one\n")
+    conv.ping()
+    conv.unsent(conv.data_to_send())  # the socket broke while sending
+    assert conv.connection_lost() is True
+    conv.receive_frame(
+        json.dumps({**WELCOME_V11, "commands": [{"id": cid, "state": "running", "last_seq": 0}]})
+    )
+    assert sent(conv) == [
+        {"type": "attach", "id": cid, "after_seq": 0},
+        {"type": "stdin", "id": cid, "data": "echo one\n"},
+    ]  # the ping died with its connection
