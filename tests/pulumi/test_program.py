@@ -62,6 +62,7 @@ def test_dev_stack_declares_every_part(dev_run: StackRun) -> None:
         ("RoleBinding", RUNTIME_SERVICE_ACCOUNT),
         ("CronJob", REAPER_NAME),
         ("Secret", naming.session_token_secret_name("default")),
+        ("Secret", naming.TOKEN_KEY_SECRET_NAME),
         ("Deployment", DEFAULT_DEPLOYMENT),
     }
     types = {r.typ for r in dev_run.resources}
@@ -185,6 +186,13 @@ def test_default_session_is_stamped_like_a_runtime_session(dev_run: StackRun) ->
     assert naming.ANNOTATION_CREATED_AT not in template["metadata"]["annotations"]
     secret = dev_run.one("Secret", naming.session_token_secret_name("default"))
     assert secret["stringData"] == {naming.TOKEN_SECRET_KEY: GENERATED_TOKEN}
+
+
+def test_the_token_key_secret_holds_a_random_key(dev_run: StackRun) -> None:
+    secret = dev_run.one("Secret", naming.TOKEN_KEY_SECRET_NAME)
+    # The mocks answer every RandomPassword with the same value.
+    assert secret["stringData"] == {naming.TOKEN_KEY_SECRET_KEY: GENERATED_TOKEN}
+    assert "data" not in secret
 
 
 def test_runtime_role_is_namespaced_and_minimal(dev_run: StackRun) -> None:
