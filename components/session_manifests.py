@@ -18,7 +18,7 @@ from components.proxy_manifests import (
 )
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
-from session_runtime.rbac import RUNTIME_ROLE_RULES
+from session_runtime.rbac import RUNTIME_ROLE_RULES, RUNTIME_SERVICE_ACCOUNT
 from session_runtime.spec import (
     SessionPodConfig,
     restricted_container_security,
@@ -55,7 +55,6 @@ __all__ = [
 
 #: The sessions' ServiceAccount: the one the session pod spec names.
 SESSION_SERVICE_ACCOUNT: str = SessionPodConfig.model_fields["service_account_name"].default
-RUNTIME_SERVICE_ACCOUNT = "gamgui-runtime"
 QUOTA_NAME = "gamgui-sessions"
 REAPER_NAME = "gamgui-session-reaper"
 COMPONENT_RUNTIME = "runtime"

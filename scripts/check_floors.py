@@ -24,7 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Test tools come from constraints.txt: they are not what the floors are about.
-TEST_TOOLS = ("pytest", "pytest-timeout", "hypothesis", "PyYAML", "psutil")
+TEST_TOOLS = (
+    "pytest",
+    "pytest-timeout",
+    "hypothesis",
+    "PyYAML",
+    "psutil",
+    "kubernetes-validate",
+)
 MODULES = (
     "session_runtime.agent",
     "session_runtime.backends.kubernetes",

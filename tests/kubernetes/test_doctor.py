@@ -9,13 +9,13 @@ import pytest
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Secret
 
-from components.session_manifests import RUNTIME_SERVICE_ACCOUNT
 from session_runtime import naming
 from session_runtime.backends.kubernetes import RetryPolicy
 from session_runtime.backends.kubernetes.api import KubeApi
 from session_runtime.doctor import DoctorReport, run_doctor
 from session_runtime.errors import BackendError
 from session_runtime.manager import SessionManager
+from session_runtime.rbac import RUNTIME_SERVICE_ACCOUNT
 from tests.kubernetes.conftest import NAMESPACE, request, seed_cluster
 from tests.kubernetes.harness import KubeCluster, emulated_cluster
 from tests.support.kube_emulator import ADMIN_TOKEN

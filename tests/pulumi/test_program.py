@@ -243,7 +243,8 @@ def test_token_output_is_secret_and_given_token_is_used() -> None:
     run = run_stack(dev_config(), secrets={"defaultSessionToken": "from-config-token"})
     secret = run.one("Secret", naming.session_token_secret_name("default"))
     assert secret["stringData"] == {naming.TOKEN_SECRET_KEY: "from-config-token"}
-    assert not any(r.typ.startswith("random:") for r in run.resources)
+    generated = [r.name for r in run.resources if r.typ.startswith("random:")]
+    assert all(name.endswith("-token-key") for name in generated)  # only the token key
     assert run.outputs["defaultSessionToken"] == "from-config-token"
 
 
@@ -278,7 +279,10 @@ def test_exposure_loadbalancer_changes_the_service_type(variant: Any, dev_run: S
 def test_default_session_off_removes_it_and_its_outputs(variant: Any) -> None:
     run = variant(defaultSessionEnabled=False)
     assert not run.has("Deployment", DEFAULT_DEPLOYMENT)
-    assert not run.manifests("Secret")
+    # Only the runtime's token key is left: no default session token Secret.
+    assert [m["metadata"]["name"] for m in run.manifests("Secret")] == [
+        naming.TOKEN_KEY_SECRET_NAME
+    ]
     assert "defaultSessionToken" not in run.outputs
     assert "defaultSessionUrl" not in run.outputs
     assert run.has("PodTemplate", naming.SESSION_TEMPLATE_NAME)
