@@ -115,7 +115,11 @@ def _stopped_cleanly(log: Path) -> bool:
             tail = handle.read().decode("utf-8", "replace")
     except OSError:
         return False
-    return any('"event": "stopped"' in line for line in tail.splitlines()[-3:])
+    lines = tail.splitlines()
+    # The log is appended to by every agent this id ever had: only the last one counts.
+    starts = [i for i, line in enumerate(lines) if '"event": "listening"' in line]
+    own = lines[starts[-1] :] if starts else lines[-3:]
+    return any('"event": "stopped"' in line for line in own[-3:])
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
