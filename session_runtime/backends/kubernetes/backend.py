@@ -30,7 +30,7 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.resources.core_v1 import Pod, PodTemplate, Secret
 
 from session_runtime import naming, spec
-from session_runtime.backends.base import SessionBackend
+from session_runtime.backends.base import Diagnostic, SessionBackend
 from session_runtime.backends.kubernetes import pods
 from session_runtime.backends.kubernetes.api import (
     KubeApi,
@@ -39,6 +39,7 @@ from session_runtime.backends.kubernetes.api import (
     load_kube_config,
     to_backend_error,
 )
+from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
 from session_runtime.backends.kubernetes.reap import ActivityProbe, decide, http_activity_probe
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
@@ -345,6 +346,10 @@ class KubernetesBackend(SessionBackend):
                 hint="it is declared by the Pulumi stack; change it there",
             )
         return self._remove(sid)
+
+    def diagnostics(self, settings: WebSocketSettings) -> builtins.list[Diagnostic]:
+        """Return doctor's cluster checks, asked as this backend's identity."""
+        return cluster_diagnostics(settings, self.api)
 
     def reap(
         self, *, idle_timeout: float, max_lifetime: float, now: datetime, dry_run: bool = False
