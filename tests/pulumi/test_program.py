@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from components.admission_manifests import SESSION_POD_POLICY_NAME
 from components.proxy_manifests import (
     CHECKSUM_ANNOTATION,
     NGINX_CONF_KEY,
@@ -63,6 +64,8 @@ def test_dev_stack_declares_every_part(dev_run: StackRun) -> None:
         ("CronJob", REAPER_NAME),
         ("Secret", naming.session_token_secret_name("default")),
         ("Secret", naming.TOKEN_KEY_SECRET_NAME),
+        ("ValidatingAdmissionPolicy", f"{SESSION_POD_POLICY_NAME}-gamgui"),
+        ("ValidatingAdmissionPolicyBinding", f"{SESSION_POD_POLICY_NAME}-gamgui"),
         ("Deployment", DEFAULT_DEPLOYMENT),
     }
     types = {r.typ for r in dev_run.resources}
@@ -74,9 +77,12 @@ def test_dev_stack_declares_every_part(dev_run: StackRun) -> None:
 
 
 def test_every_object_lives_in_the_stack_namespace(dev_run: StackRun) -> None:
+    cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for m in dev_run.manifests():
-        if m["kind"] != "Namespace":
+        if m["kind"] not in cluster_scoped:
             assert m["metadata"]["namespace"] == "gamgui", m["metadata"]["name"]
+        else:  # cluster-scoped: named after the namespace, bound to it
+            assert m["kind"] == "Namespace" or m["metadata"]["name"].endswith("-gamgui")
 
 
 def test_selectors_match_the_pod_labels(dev_run: StackRun) -> None:
