@@ -23,8 +23,10 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Test tools come from constraints.txt: they are not what the floors are about.
+#: Test tools come from constraints.txt: they are not what the floors are about. gam7
+#: is the program sessions run (the ``gam`` extra, never imported by the runtime).
 TEST_TOOLS = (
+    "gam7",
     "pytest",
     "pytest-timeout",
     "hypothesis",
