@@ -105,7 +105,7 @@ class SessionManager:
         backend: where sessions live (``backends.get_backend(settings)``).
         connector: how to open a WebSocket connection; tests swap it.
         preflight: raises when the backend's infrastructure is known to be down
-            (default: ``backend.preflight``).
+            (:meth:`from_settings` passes ``backend.preflight``; default: none).
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class SessionManager:
         self.settings = settings
         self.backend = backend
         self.connector: Connector = connector or _open_connection
-        self._preflight = preflight or backend.preflight
+        self._preflight = preflight
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings | None = None) -> SessionManager:
@@ -139,7 +139,7 @@ class SessionManager:
 
         settings = settings or load_settings()
         backend = get_backend(settings)
-        return cls(backend.endpoints(settings), backend)
+        return cls(backend.endpoints(settings), backend, preflight=backend.preflight)
 
     # --- helpers -------------------------------------------------------------
     def _check_enabled(self) -> None:
@@ -155,7 +155,8 @@ class SessionManager:
         Raises:
             BackendUnavailableError: with what to start.
         """
-        self._preflight()
+        if self._preflight is not None:
+            self._preflight()
 
     def _info(self, session: BackendSession) -> SessionInfo:
         return SessionInfo(
