@@ -35,6 +35,7 @@ from _common import (
     update_benchmarks_md,
 )
 
+from session_runtime.backends.kubernetes.watch import EVENTS_SETTLE_S
 from session_runtime.models import ProgressEvent
 from session_runtime.nginx import RESOLVER_VALID_S
 
@@ -185,7 +186,9 @@ def kube_rows(k: KubeFigures) -> tuple[list[Row], list[str]]:
     lines = [
         f"- `create`: {_ms(create)}, {_calls(k.create_calls)} API calls",
         f"- `wait_ready` with the pod already Ready: {_ms(ready)}, {_calls(k.ready_calls)} "
-        "API calls",
+        "API calls (the two watches, opened from the pod `create` returned instead of "
+        "reading it again; most of the time is the Events watch read until quiet for "
+        f"{EVENTS_SETTLE_S * 1e3:.0f} ms, which replaced listing the Events again)",
         f"- `delete`: {_ms(delete)}, {_calls(k.delete_calls)} API calls",
         "- calls by verb over the whole run ("
         + ", ".join(f"{verb} {n}" for verb, n in sorted(k.verbs.items()))
