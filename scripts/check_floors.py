@@ -23,8 +23,17 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Test tools come from constraints.txt: they are not what the floors are about.
-TEST_TOOLS = ("pytest", "pytest-timeout", "hypothesis", "PyYAML", "psutil")
+#: Test tools come from constraints.txt: they are not what the floors are about. gam7
+#: is the program sessions run (the ``gam`` extra, never imported by the runtime).
+TEST_TOOLS = (
+    "gam7",
+    "pytest",
+    "pytest-timeout",
+    "hypothesis",
+    "PyYAML",
+    "psutil",
+    "kubernetes-validate",
+)
 MODULES = (
     "session_runtime.agent",
     "session_runtime.backends.kubernetes",

@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tenacity
@@ -59,44 +58,14 @@ def _open_connection(url: str, token: str, timeout: float) -> SessionConnection:
 
 
 def local_stack_settings(settings: WebSocketSettings) -> WebSocketSettings:
-    """Point the proxy URL and connection template at the running local stack.
-
-    The local stack's proxy listens on a port chosen when it started, so the
-    URLs come from its state directory unless the environment set them
-    explicitly (pydantic's ``model_fields_set``). When the stack is not
-    running, the settings are returned unchanged.
+    """Return ``settings`` with the running local stack's URLs (see ``LocalBackend.endpoints``).
 
     Args:
         settings: settings whose ``backend`` is ``local``.
     """
-    explicit = settings.model_fields_set
-    if {"proxy_service_url", "session_connection_template"} <= explicit:
-        return settings
-    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
+    from session_runtime.backends.local import LocalBackend  # noqa: PLC0415 - local only
 
-    proxy_url = LocalStack(Path(settings.local_state_dir)).proxy_url()
-    if not proxy_url:
-        return settings
-    base = proxy_url.rstrip("/")
-    ws_base = "ws://" + base.split("://", 1)[1] if "://" in base else f"ws://{base}"
-    update: dict[str, object] = {}
-    if "proxy_service_url" not in explicit:
-        update["proxy_service_url"] = base
-    if "session_connection_template" not in explicit:
-        update["session_connection_template"] = ws_base + settings.session_path_template
-    return settings.model_copy(update=update)
-
-
-def _local_stack_preflight(settings: WebSocketSettings) -> Callable[[], None]:
-    """Return a check that the local stack runs (its URLs cannot be known otherwise)."""
-    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
-
-    stack = LocalStack(Path(settings.local_state_dir))
-
-    def preflight() -> None:
-        stack.require_running()
-
-    return preflight
+    return LocalBackend(settings.local_state_dir).endpoints(settings)
 
 
 class SessionManager:
@@ -106,7 +75,8 @@ class SessionManager:
         settings: the validated WEBSOCKET_* settings.
         backend: where sessions live (``backends.get_backend(settings)``).
         connector: how to open a WebSocket connection; tests swap it.
-        preflight: raises when the backend's infrastructure is known to be down.
+        preflight: raises when the backend's infrastructure is known to be down
+            (:meth:`from_settings` passes ``backend.preflight``; default: none).
     """
 
     def __init__(
@@ -126,8 +96,8 @@ class SessionManager:
     def from_settings(cls, settings: WebSocketSettings | None = None) -> SessionManager:
         """Build a manager from settings (default: the environment and ``.env``).
 
-        With the local backend, URLs not set explicitly are taken from the
-        running local stack (see :func:`local_stack_settings`).
+        URLs the backend knows better are taken from it (``backend.endpoints``:
+        the running local stack's proxy, for one).
 
         Args:
             settings: already-loaded settings; loaded with :func:`load_settings` when None.
@@ -139,11 +109,8 @@ class SessionManager:
         from session_runtime.backends import get_backend  # noqa: PLC0415 - avoids a cycle
 
         settings = settings or load_settings()
-        preflight = None
-        if settings.backend == "local":
-            settings = local_stack_settings(settings)
-            preflight = _local_stack_preflight(settings)
-        return cls(settings, get_backend(settings), preflight=preflight)
+        backend = get_backend(settings)
+        return cls(backend.endpoints(settings), backend, preflight=backend.preflight)
 
     # --- helpers -------------------------------------------------------------
     def _check_enabled(self) -> None:
@@ -152,8 +119,8 @@ class SessionManager:
     def preflight(self) -> None:
         """Fail fast when the backend's infrastructure is known to be down.
 
-        With the local backend: the local stack must be running. Otherwise a no-op
-        (a cluster's health shows in the calls themselves).
+        Asks the backend (``SessionBackend.preflight``): the local stack must be
+        running; a cluster's health shows in the calls themselves.
 
         Raises:
             BackendUnavailableError: with what to start.

@@ -23,7 +23,17 @@ from typing import Any, NamedTuple
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
 
-__all__ = ["RUNTIME_ROLE_RULES", "AccessQuestion", "access_questions", "rule_text"]
+__all__ = [
+    "RUNTIME_ROLE_RULES",
+    "RUNTIME_SERVICE_ACCOUNT",
+    "AccessQuestion",
+    "access_questions",
+    "rule_text",
+]
+
+#: The runtime's ServiceAccount (the gamgui server and the reaper run as it); the
+#: Role and its RoleBinding carry the same name.
+RUNTIME_SERVICE_ACCOUNT = "gamgui-runtime"
 
 #: The Role's rules (core API group only), in the order doctor reports them.
 RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (

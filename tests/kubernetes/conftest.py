@@ -10,12 +10,11 @@ import pytest
 from lightkube.config.kubeconfig import KubeConfig
 from pydantic import SecretStr
 
-from components.session_manifests import RUNTIME_SERVICE_ACCOUNT
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.models import CreateRequest
-from session_runtime.rbac import RUNTIME_ROLE_RULES
+from session_runtime.rbac import RUNTIME_ROLE_RULES, RUNTIME_SERVICE_ACCOUNT
 from session_runtime.settings import WebSocketSettings
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.kubelet import Kubelet

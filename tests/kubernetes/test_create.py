@@ -10,7 +10,12 @@ from pydantic import SecretStr
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend
-from session_runtime.errors import BackendError, InvalidSessionIdError, SessionLimitError
+from session_runtime.errors import (
+    BackendError,
+    InvalidSessionIdError,
+    SessionLimitError,
+    SettingsError,
+)
 from session_runtime.models import BackendSession, SessionStatus
 from session_runtime.settings import WebSocketSettings
 from tests.kubernetes.conftest import (
@@ -246,3 +251,41 @@ def test_invalid_ids_are_refused_before_any_request(
     with pytest.raises(InvalidSessionIdError, match="Invalid session id"):
         backend.get(bad)
     assert len(emulator.requests) == before
+
+
+def test_a_missing_token_key_is_a_backend_error_that_names_the_secret(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    emulator.remove("secrets", NAMESPACE, naming.TOKEN_KEY_SECRET_NAME)
+    impl = make_backend(emulator, settings)
+    try:
+        with pytest.raises(BackendError, match="gamgui-session-token-key") as err:
+            impl.create(request("alpha"))
+    finally:
+        impl.close()
+    assert "Pulumi" in (err.value.hint or "")
+    assert emulator.get("pods", NAMESPACE, naming.session_pod_name("alpha")) is None
+
+
+def test_a_short_token_key_setting_is_refused(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    short = settings.model_copy(update={"session_token_key": SecretStr("too-short")})
+    impl = make_backend(emulator, short)
+    try:
+        with pytest.raises(SettingsError, match="WEBSOCKET_SESSION_TOKEN_KEY"):
+            impl.create(request("alpha"))
+    finally:
+        impl.close()
+
+
+def test_a_session_recreated_under_its_id_gets_a_new_token(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    first = backend.create(request("alpha"))
+    backend.delete("alpha")
+    second = backend.create(request("alpha"))
+    assert second.token.get_secret_value() == expected_token(emulator, "alpha")
+    assert second.token != first.token

@@ -9,14 +9,15 @@ import pytest
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Secret
 
-from components.session_manifests import RUNTIME_SERVICE_ACCOUNT
 from session_runtime import naming
-from session_runtime.backends.kubernetes import RetryPolicy
+from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
 from session_runtime.backends.kubernetes.api import KubeApi
+from session_runtime.backends.local import LocalBackend
 from session_runtime.doctor import DoctorReport, run_doctor
 from session_runtime.errors import BackendError
 from session_runtime.manager import SessionManager
-from tests.kubernetes.conftest import NAMESPACE, request, seed_cluster
+from session_runtime.rbac import RUNTIME_SERVICE_ACCOUNT
+from tests.kubernetes.conftest import NAMESPACE, make_backend, request, seed_cluster
 from tests.kubernetes.harness import KubeCluster, emulated_cluster
 from tests.support.kube_emulator import ADMIN_TOKEN
 
@@ -61,17 +62,18 @@ def cluster(tmp_path: Path) -> Iterator[KubeCluster]:
 def _doctor(
     cluster: KubeCluster, manager: SessionManager, *, full: bool = False, token: str = ADMIN_TOKEN
 ) -> DoctorReport:
-    """Run doctor with the identity of ``token`` (default: a cluster admin's kubeconfig)."""
-    api = KubeApi(
-        KubeConfig.from_dict(cluster.emulator.kubeconfig(NAMESPACE, token)),
-        NAMESPACE,
+    """Run doctor as the identity of ``token`` (default: a cluster admin's kubeconfig)."""
+    backend = make_backend(
+        cluster.emulator,
+        manager.settings,
+        token=token,
         retry=RetryPolicy(attempts=2, base_delay=0.01, request_timeout=2.0),
-        trust_env=False,
     )
+    as_identity = SessionManager(manager.settings, backend, connector=manager.connector)
     try:
-        return run_doctor(manager.settings, full=full, api=api, manager=manager)
+        return run_doctor(manager.settings, full=full, manager=as_identity)
     finally:
-        api.close()
+        backend.close()
 
 
 def _line(report: DoctorReport, name: str) -> tuple[bool | None, str, str | None]:
@@ -141,11 +143,17 @@ def test_an_unreachable_api_fails_once_and_skips_what_depends_on_it(
         {**cluster.emulator.kubeconfig(NAMESPACE),
          "clusters": [{"name": "emulator", "cluster": {"server": "http://127.0.0.1:9"}}]}
     )  # fmt: skip
-    api = KubeApi(dead, NAMESPACE, retry=RetryPolicy(attempts=2, base_delay=0.01), trust_env=False)
+    backend = KubernetesBackend(
+        manager.settings,
+        config=dead,
+        retry=RetryPolicy(attempts=2, base_delay=0.01),
+        trust_env=False,
+    )
     try:
-        report = run_doctor(manager.settings, api=api, manager=manager)
+        unreachable = SessionManager(manager.settings, backend, connector=manager.connector)
+        report = run_doctor(manager.settings, manager=unreachable)
     finally:
-        api.close()
+        backend.close()
     ok, detail, hint = _line(report, "api")
     assert ok is False and "Kubernetes API unavailable" in detail and hint
     skipped = [c.name for c in report.checks if c.ok is None]
@@ -166,14 +174,17 @@ def test_invalid_settings_fail_first_and_stop_the_checklist(
     assert report.exit_code == 1
 
 
-def test_the_local_backend_skips_the_cluster_checks(cluster: KubeCluster, tmp_path: Path) -> None:
+def test_the_local_backend_brings_its_own_check_and_no_cluster_ones(
+    cluster: KubeCluster, tmp_path: Path
+) -> None:
     manager = cluster.manager()
     local = manager.settings.model_copy(update={"backend": "local", "local_state_dir": tmp_path})
-    report = run_doctor(
-        local, manager=SessionManager(local, manager.backend, connector=manager.connector)
-    )
-    skipped = {c.name for c in report.checks if c.ok is None}
-    assert skipped == {"api", "rbac", "pod-template", "session-service", "resource-quota", "proxy"}
+    backend = LocalBackend(tmp_path)
+    report = run_doctor(local, manager=SessionManager(local, backend, connector=manager.connector))
+    names = [c.name for c in report.checks]
+    assert names == ["settings", "local-stack", "default-session"]
+    ok, detail, hint = _line(report, "local-stack")
+    assert ok is False and "not running" in detail and hint and "local up" in hint
     assert _line(report, "settings")[0] is True
 
 

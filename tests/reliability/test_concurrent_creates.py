@@ -17,6 +17,7 @@ from typing import Any
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend
 from session_runtime.backends.local.processes import is_alive
+from session_runtime.rbac import RUNTIME_SERVICE_ACCOUNT
 from session_runtime.settings import WebSocketSettings
 from tests.kubernetes.conftest import NAMESPACE, make_backend, seed_cluster, session_secrets
 from tests.reliability import workers
@@ -82,7 +83,15 @@ def test_kubernetes_two_hundred_creates_with_a_quota_of_fifty_give_fifty_and_lea
     try:
         seed_cluster(emulator, quota=MAX_SESSIONS)
         outcomes = _race(
-            workers.kubernetes_creates, (emulator.kubeconfig(NAMESPACE), NAMESPACE), tmp_path
+            workers.kubernetes_creates,
+            # Every worker authenticates as the runtime's ServiceAccount, under its Role.
+            (
+                emulator.kubeconfig(
+                    NAMESPACE, emulator.serviceaccount_token(NAMESPACE, RUNTIME_SERVICE_ACCOUNT)
+                ),
+                NAMESPACE,
+            ),
+            tmp_path,
         )
         assert outcomes.count("created") == MAX_SESSIONS
         refused = [o for o in outcomes if o != "created"]

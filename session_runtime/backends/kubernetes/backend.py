@@ -30,7 +30,7 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.resources.core_v1 import Pod, PodTemplate, Secret
 
 from session_runtime import naming, spec
-from session_runtime.backends.base import SessionBackend
+from session_runtime.backends.base import Diagnostic, SessionBackend
 from session_runtime.backends.kubernetes import pods
 from session_runtime.backends.kubernetes.api import (
     KubeApi,
@@ -39,10 +39,16 @@ from session_runtime.backends.kubernetes.api import (
     load_kube_config,
     to_backend_error,
 )
+from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
 from session_runtime.backends.kubernetes.reap import ActivityProbe, decide, http_activity_probe
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
-from session_runtime.errors import BackendError, SessionLimitError, SessionNotFoundError
+from session_runtime.errors import (
+    BackendError,
+    SessionLimitError,
+    SessionNotFoundError,
+    SettingsError,
+)
 from session_runtime.ids import validate_session_id
 from session_runtime.models import (
     BackendSession,
@@ -60,6 +66,10 @@ __all__ = ["TEMPLATE_CACHE_S", "TERMINATION_SLACK_S", "KubernetesBackend"]
 TEMPLATE_CACHE_S = 30.0
 #: Seconds beyond a pod's grace period that a re-create waits for the old pod to go.
 TERMINATION_SLACK_S = 10.0
+#: Pods kept for the wait that follows their create (creates without a wait drop out).
+_FRESH_KEPT = 256
+#: The shortest token key accepted (the stack generates 64 characters).
+_MIN_KEY_BYTES = 32
 #: States in which a session is usable or becoming so: create returns it as it is.
 _ALIVE = frozenset({SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY})
 
@@ -134,18 +144,26 @@ class KubernetesBackend(SessionBackend):
     def _token_key(self) -> bytes:
         """Return the key tokens are derived from: the setting, else its Secret, by name."""
         if self.settings.session_token_key is not None:
-            return self.settings.session_token_key.get_secret_value().encode()
+            key = self.settings.session_token_key.get_secret_value().encode()
+            if len(key) < _MIN_KEY_BYTES:
+                raise SettingsError(
+                    "WEBSOCKET_SESSION_TOKEN_KEY is too short",
+                    cause=f"{len(key)} bytes; at least {_MIN_KEY_BYTES} are needed",
+                    hint="set it from the gamgui-session-token-key Secret (secretKeyRef)",
+                )
+            return key
         if self._key is None:
             name = naming.TOKEN_KEY_SECRET_NAME
-            key = pods.secret_token(self.api.get(Secret, name), naming.TOKEN_KEY_SECRET_KEY)
-            if not key:
+            stored = pods.secret_token(self.api.get(Secret, name), naming.TOKEN_KEY_SECRET_KEY)
+            if not stored or len(stored.encode()) < _MIN_KEY_BYTES:
                 raise BackendError(
-                    f"Secret {name!r} with the session token key is missing",
-                    cause=f"no key {naming.TOKEN_KEY_SECRET_KEY!r} in namespace {self.namespace}",
+                    f"Secret {name!r} with the session token key is missing or too short",
+                    cause=f"no key {naming.TOKEN_KEY_SECRET_KEY!r} of at least {_MIN_KEY_BYTES} "
+                    f"bytes in namespace {self.namespace}",
                     hint="apply the Pulumi stack (it declares the key), or set "
                     "WEBSOCKET_SESSION_TOKEN_KEY from that Secret",
                 )
-            self._key = key.encode()
+            self._key = stored.encode()
         return self._key
 
     def _token(self, pod: Pod) -> str | None:
@@ -206,15 +224,18 @@ class KubernetesBackend(SessionBackend):
         live = sum(1 for p in everyone if pods.is_live(p) and not pods.is_controlled(p))
         if live >= request.max_sessions:
             raise SessionLimitError(request.max_sessions, cause="live session pods counted")
+        key = self._token_key()  # before any write: without it the pod would be useless
         pod = self._create_pod(sid, request)
         if pod is None:  # a racing create won: its session is ours too
             winner = self.api.get(Pod, naming.session_pod_name(sid))
             if winner is None:
                 raise BackendError(f"session {sid} was created and removed by another caller")
             return self._session(winner)
-        token = self._create_token_secret(sid, pod)
+        token = self._create_token_secret(sid, pod, key)
         with self._template_lock:
             self._fresh[sid] = pod
+            while len(self._fresh) > _FRESH_KEPT:  # creates nobody waited for
+                self._fresh.pop(next(iter(self._fresh)))
         _emit(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
         return pods.to_backend_session(pod, token, created=True)
 
@@ -240,7 +261,7 @@ class KubernetesBackend(SessionBackend):
             raise to_backend_error(f"create Pod {pod_name}", exc) from exc
         return created
 
-    def _create_token_secret(self, sid: str, pod: Pod) -> str:
+    def _create_token_secret(self, sid: str, pod: Pod, key: bytes) -> str:
         """Create the pod's token Secret, owned by the pod from the start; return the token.
 
         A Secret of that name can only be left over from an earlier pod of this id
@@ -250,7 +271,7 @@ class KubernetesBackend(SessionBackend):
         meta = pod.metadata
         if meta is None or not meta.uid or not meta.name:
             raise BackendError(f"created pod for session {sid} has no uid")
-        token = derive_token(self._token_key(), self.namespace, sid, meta.uid)
+        token = derive_token(key, self.namespace, sid, meta.uid)
         manifest = spec.session_token_secret(sid, self.namespace, token)
         manifest["metadata"]["ownerReferences"] = [
             {"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}
@@ -345,6 +366,10 @@ class KubernetesBackend(SessionBackend):
                 hint="it is declared by the Pulumi stack; change it there",
             )
         return self._remove(sid)
+
+    def diagnostics(self, settings: WebSocketSettings) -> builtins.list[Diagnostic]:
+        """Return doctor's cluster checks, asked as this backend's identity."""
+        return cluster_diagnostics(settings, self.api)
 
     def reap(
         self, *, idle_timeout: float, max_lifetime: float, now: datetime, dry_run: bool = False
