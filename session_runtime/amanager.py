@@ -24,14 +24,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import UTC, datetime
-from pathlib import Path
 
 from session_runtime import manager_rules as rules
-from session_runtime.abackends import AsyncSessionBackend, get_async_backend
+from session_runtime.abackends import AsyncSessionBackend, ThreadedBackend, get_async_backend
 from session_runtime.aclient import AsyncSessionConnection
 from session_runtime.errors import SessionError, SessionUnauthorizedError
 from session_runtime.ids import validate_session_id
-from session_runtime.manager import local_stack_settings
 from session_runtime.models import (
     BackendSession,
     CommandResult,
@@ -117,8 +115,8 @@ class AsyncSessionManager:
     def from_settings(cls, settings: WebSocketSettings | None = None) -> AsyncSessionManager:
         """Build a manager from settings (default: the environment and ``.env``).
 
-        With the local backend, URLs not set explicitly are read from the running
-        local stack's state directory (a small file read, once, here).
+        URLs the backend knows better are taken from it (``backend.endpoints``:
+        the running local stack's proxy, read once from its state file, here).
 
         Args:
             settings: already-loaded settings; loaded with :func:`load_settings` when None.
@@ -128,17 +126,12 @@ class AsyncSessionManager:
             BackendUnavailableError: the backend's client library is missing.
         """
         settings = settings or load_settings()
-        preflight: Callable[[], None] | None = None
-        if settings.backend == "local":
-            from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
+        if settings.backend == "kubernetes":
+            return cls(settings, get_async_backend(settings))
+        from session_runtime.backends import get_backend  # noqa: PLC0415 - avoids a cycle
 
-            settings = local_stack_settings(settings)
-            stack = LocalStack(Path(settings.local_state_dir))
-
-            def preflight() -> None:
-                stack.require_running()
-
-        return cls(settings, get_async_backend(settings), preflight=preflight)
+        sync = get_backend(settings)  # the local stack: awaited through a thread pool
+        return cls(sync.endpoints(settings), ThreadedBackend(sync), preflight=sync.preflight)
 
     async def __aenter__(self) -> AsyncSessionManager:
         return self
