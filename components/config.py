@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.images import image_problem
 from session_runtime import naming
 from session_runtime.ids import validate_session_id
-from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, NginxConfig
+from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, RESOLVER_VALID_S, NginxConfig
 from session_runtime.spec import ResourceSpec, SessionPodConfig, validate_dns_subdomain
 
 __all__ = [
@@ -70,7 +70,7 @@ class ProxyConfig(_Model):
         cpu_request="100m", memory_request="64Mi", cpu_limit="1", memory_limit="256Mi"
     )
     resolver: str = "kube-dns.kube-system.svc.cluster.local"
-    resolver_valid_s: int = Field(10, ge=1, le=3600)
+    resolver_valid_s: int = Field(RESOLVER_VALID_S, ge=1, le=3600)
     connect_timeout_s: int = Field(5, ge=1, le=300)
     read_timeout_s: int = Field(28800, ge=1)
     send_timeout_s: int = Field(28800, ge=1)

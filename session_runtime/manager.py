@@ -11,62 +11,44 @@ path a browser will use.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
+import tenacity
 
+from session_runtime import manager_rules as rules
 from session_runtime.errors import (
-    CommandTimeoutError,
-    HandshakeRejectedError,
-    SessionConnectError,
     SessionError,
-    SessionJoinError,
-    SessionNotFoundError,
-    SessionsDisabledError,
     SessionUnauthorizedError,
 )
-from session_runtime.ids import generate_session_id, validate_session_id
+from session_runtime.ids import validate_session_id
+from session_runtime.manager_rules import HANDSHAKE_BACKOFF, HANDSHAKE_RETRY_WINDOW_S
 from session_runtime.models import (
     BackendSession,
     CommandResult,
-    CreateRequest,
     ProgressCallback,
-    ProgressEvent,
     ReapedSession,
     SessionInfo,
     SessionStatus,
 )
 from session_runtime.settings import WebSocketSettings, load_settings
-from session_runtime.spec import validate_dns_subdomain
 
 if TYPE_CHECKING:
     from session_runtime.backends.base import SessionBackend
     from session_runtime.client import SessionConnection
 
 __all__ = [
+    "HANDSHAKE_BACKOFF",
     "HANDSHAKE_RETRY_WINDOW_S",
     "Connector",
     "SessionManager",
     "local_stack_settings",
 ]
 
-#: How long phase two retries a refused or unreachable handshake (DNS caching, nginx resolver).
-HANDSHAKE_RETRY_WINDOW_S = 15.0
-_RETRY_FIRST_DELAY_S = 0.05
-_RETRY_MAX_DELAY_S = 1.0
-
 #: Opens a connection: (url, token, timeout) -> SessionConnection. Swappable for tests.
 Connector = Callable[[str, str, float], "SessionConnection"]
-
-_PROXY_HINT = (
-    "check that the proxy answers (`gamgui-session test-proxy`) and that "
-    "WEBSOCKET_SESSION_CONNECTION_TEMPLATE points at it"
-)
 
 
 def _open_connection(url: str, token: str, timeout: float) -> SessionConnection:
@@ -76,44 +58,14 @@ def _open_connection(url: str, token: str, timeout: float) -> SessionConnection:
 
 
 def local_stack_settings(settings: WebSocketSettings) -> WebSocketSettings:
-    """Point the proxy URL and connection template at the running local stack.
-
-    The local stack's proxy listens on a port chosen when it started, so the
-    URLs come from its state directory unless the environment set them
-    explicitly (pydantic's ``model_fields_set``). When the stack is not
-    running, the settings are returned unchanged.
+    """Return ``settings`` with the running local stack's URLs (see ``LocalBackend.endpoints``).
 
     Args:
         settings: settings whose ``backend`` is ``local``.
     """
-    explicit = settings.model_fields_set
-    if {"proxy_service_url", "session_connection_template"} <= explicit:
-        return settings
-    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
+    from session_runtime.backends.local import LocalBackend  # noqa: PLC0415 - local only
 
-    proxy_url = LocalStack(Path(settings.local_state_dir)).proxy_url()
-    if not proxy_url:
-        return settings
-    base = proxy_url.rstrip("/")
-    ws_base = "ws://" + base.split("://", 1)[1] if "://" in base else f"ws://{base}"
-    update: dict[str, object] = {}
-    if "proxy_service_url" not in explicit:
-        update["proxy_service_url"] = base
-    if "session_connection_template" not in explicit:
-        update["session_connection_template"] = ws_base + settings.session_path_template
-    return settings.model_copy(update=update)
-
-
-def _local_stack_preflight(settings: WebSocketSettings) -> Callable[[], None]:
-    """Return a check that the local stack runs (its URLs cannot be known otherwise)."""
-    from session_runtime.backends.local import LocalStack  # noqa: PLC0415 - local only
-
-    stack = LocalStack(Path(settings.local_state_dir))
-
-    def preflight() -> None:
-        stack.require_running()
-
-    return preflight
+    return LocalBackend(settings.local_state_dir).endpoints(settings)
 
 
 class SessionManager:
@@ -123,7 +75,8 @@ class SessionManager:
         settings: the validated WEBSOCKET_* settings.
         backend: where sessions live (``backends.get_backend(settings)``).
         connector: how to open a WebSocket connection; tests swap it.
-        preflight: raises when the backend's infrastructure is known to be down.
+        preflight: raises when the backend's infrastructure is known to be down
+            (:meth:`from_settings` passes ``backend.preflight``; default: none).
     """
 
     def __init__(
@@ -143,8 +96,8 @@ class SessionManager:
     def from_settings(cls, settings: WebSocketSettings | None = None) -> SessionManager:
         """Build a manager from settings (default: the environment and ``.env``).
 
-        With the local backend, URLs not set explicitly are taken from the
-        running local stack (see :func:`local_stack_settings`).
+        URLs the backend knows better are taken from it (``backend.endpoints``:
+        the running local stack's proxy, for one).
 
         Args:
             settings: already-loaded settings; loaded with :func:`load_settings` when None.
@@ -156,22 +109,18 @@ class SessionManager:
         from session_runtime.backends import get_backend  # noqa: PLC0415 - avoids a cycle
 
         settings = settings or load_settings()
-        preflight = None
-        if settings.backend == "local":
-            settings = local_stack_settings(settings)
-            preflight = _local_stack_preflight(settings)
-        return cls(settings, get_backend(settings), preflight=preflight)
+        backend = get_backend(settings)
+        return cls(backend.endpoints(settings), backend, preflight=backend.preflight)
 
     # --- helpers -------------------------------------------------------------
     def _check_enabled(self) -> None:
-        if not self.settings.enabled:
-            raise SessionsDisabledError()
+        rules.check_enabled(self.settings)
 
     def preflight(self) -> None:
         """Fail fast when the backend's infrastructure is known to be down.
 
-        With the local backend: the local stack must be running. Otherwise a no-op
-        (a cluster's health shows in the calls themselves).
+        Asks the backend (``SessionBackend.preflight``): the local stack must be
+        running; a cluster's health shows in the calls themselves.
 
         Raises:
             BackendUnavailableError: with what to start.
@@ -180,23 +129,13 @@ class SessionManager:
             self._preflight()
 
     def _info(self, session: BackendSession) -> SessionInfo:
-        return SessionInfo(
-            session_id=session.session_id,
-            websocket_url=self.settings.session_url(session.session_id),
-            websocket_path=self.settings.session_path(session.session_id),
-            token=session.token,
-            status=session.status,
-            created_at=session.created_at,
-        )
+        return rules.session_info(self.settings, session)
 
     def _require(self, session_id: str) -> BackendSession:
         sid = validate_session_id(session_id)
         session = self.backend.get(sid)
         if session is None:
-            raise SessionNotFoundError(
-                cause=f"no session {sid!r} exists",
-                hint="list sessions with `gamgui-session list`, or create it first",
-            )
+            raise rules.not_found(sid)
         return session
 
     # --- public API ----------------------------------------------------------
@@ -227,18 +166,10 @@ class SessionManager:
             SessionConnectError: the proxy or agent could not be reached.
         """
         self._check_enabled()
-        sid = validate_session_id(session_id) if session_id is not None else generate_session_id()
-        secret = credentials_secret or self.settings.default_credentials_secret
-        validate_dns_subdomain(secret, "credentials secret name")
-        existed = self.backend.get(sid) is not None
-        request = CreateRequest(
-            session_id=sid,
-            token=SecretStr(secrets.token_urlsafe(32)),
-            command=command,
-            credentials_secret=secret,
-            max_sessions=self.settings.max_sessions,
-        )
+        request = rules.create_request(self.settings, session_id, command, credentials_secret)
+        sid = request.session_id
         session = self.backend.create(request, progress)
+        created = session.created
         if not wait:
             return self._info(session)
         deadline = time.monotonic() + self.settings.start_timeout
@@ -247,7 +178,7 @@ class SessionManager:
             remaining = max(deadline - time.monotonic(), 1.0)
             self._handshake(session, min(remaining, HANDSHAKE_RETRY_WINDOW_S), progress)
         except SessionError:
-            if not existed:  # free the slot; the original error is the one to report
+            if created:  # free the slot; the original error is the one to report
                 with contextlib.suppress(SessionError):
                     self.backend.delete(sid)
             raise
@@ -259,46 +190,28 @@ class SessionManager:
         """Phase two: handshake and ping through the proxy, retried while DNS catches up."""
         url = self.settings.session_url(session.session_id)
         token = session.token.get_secret_value()
-        deadline = time.monotonic() + window
-        delay = _RETRY_FIRST_DELAY_S
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self.connector(url, token, self.settings.connect_timeout) as conn:
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            if progress is not None and state.attempt_number == 1:
+                progress(rules.handshake_progress(session.session_id))
+
+        retrying = HANDSHAKE_BACKOFF.retrying(
+            f"handshake with session {session.session_id}",
+            rules.worth_another_handshake,
+            within=window,
+            before_sleep=announce,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self.connector(url, token, self.settings.connect_timeout) as conn:
                     conn.ping(timeout=self.settings.connect_timeout)
-            except SessionUnauthorizedError as exc:
-                raise SessionJoinError(
-                    cause=f"the session refused its own token (HTTP {exc.status})",
-                    hint="another session may answer at this id; close it and create it again",
-                ) from exc
-            except (SessionConnectError, HandshakeRejectedError, CommandTimeoutError) as exc:
-                if time.monotonic() + delay >= deadline:
-                    raise SessionConnectError(
-                        cause=f"no handshake through the proxy after {attempt} attempts: "
-                        f"{exc.message}" + (f" ({exc.cause})" if exc.cause else ""),
-                        hint=_PROXY_HINT,
-                    ) from exc
-                if progress is not None and attempt == 1:
-                    progress(
-                        ProgressEvent(
-                            session_id=session.session_id,
-                            phase="handshake",
-                            message="waiting for the proxy to reach the session",
-                        )
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_DELAY_S)
-                continue
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        session_id=session.session_id,
-                        phase="ready",
-                        message="session answers through the proxy",
-                    )
-                )
-            return
+        except SessionUnauthorizedError as exc:
+            raise rules.own_token_refused(exc) from exc
+        except rules.RETRIED_HANDSHAKE_ERRORS as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise rules.handshake_failed(tries, exc) from exc
+        if progress is not None:
+            progress(rules.ready_progress(session.session_id))
 
     def connect(self, session_id: str) -> SessionConnection:
         """Open a WebSocket connection to a session through the proxy.

@@ -76,6 +76,8 @@ class BackendSession(BaseModel):
     agent_address: str | None = None
     #: Why the session is failed or finished, when known.
     reason: str | None = None
+    #: True when this ``create`` started the session (False: it existed and is returned).
+    created: bool = False
 
 
 class SessionInfo(BaseModel):

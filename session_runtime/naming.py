@@ -55,6 +55,8 @@ __all__ = [
     "SESSION_TEMPLATE_NAME",
     "SUBPROTOCOL",
     "TOKEN_BEARER_PREFIX",
+    "TOKEN_KEY_SECRET_KEY",
+    "TOKEN_KEY_SECRET_NAME",
     "TOKEN_SECRET_KEY",
     "cluster_domain_suffix",
     "proxy_host",
@@ -118,6 +120,10 @@ SESSION_TEMPLATE_NAME = "gamgui-session"
 SESSION_CONTAINER_NAME = "agent"
 DEFAULT_CREDENTIALS_SECRET = "gam-credentials"
 TOKEN_SECRET_KEY = "token"
+#: The Secret holding the runtime's key that session tokens are derived from.
+TOKEN_KEY_SECRET_NAME = "gamgui-session-token-key"
+#: The key in that Secret (and the variable a server may set from it instead).
+TOKEN_KEY_SECRET_KEY = "key"
 
 # --- labels and annotations ---------------------------------------------------
 LABEL_NAME = "app.kubernetes.io/name"

@@ -48,10 +48,14 @@ __all__ = [
     "DEFAULT_CLIENT_HEADER_TIMEOUT_S",
     "DEFAULT_CONNECTIONS_PER_CLIENT",
     "NON_ASCII_PATH",
+    "RESOLVER_VALID_S",
     "NginxConfig",
     "error_body",
     "render_nginx_conf",
 ]
+
+#: Seconds nginx keeps a session's DNS answer (see ``NginxConfig.resolver_valid_s``).
+RESOLVER_VALID_S = 1
 
 #: JSON error codes nginx answers with (``{"error": ..., "code": ...}``).
 CODE_NOT_FOUND = "not_found"
@@ -117,7 +121,11 @@ class NginxConfig(BaseModel):
     listen_address: str = "0.0.0.0"  # noqa: S104 - the proxy pod listens on all interfaces
     listen_port: int = Field(naming.PROXY_PORT, ge=1, le=65535)
     resolver: str = Field(description="IP[:port] or hostname of the DNS server.")
-    resolver_valid_s: int = Field(10, ge=0, le=86400)
+    #: 1 s: a closed-and-recreated session answers within ~1 s of its new pod being
+    #: Ready (10 s kept routing to the old pod IP). Cost: each proxy worker asks DNS
+    #: at most once a second per session name in use, a handful of small UDP
+    #: queries per second for hundreds of sessions, which kube-dns absorbs.
+    resolver_valid_s: int = Field(RESOLVER_VALID_S, ge=0, le=86400)
     resolver_timeout_s: int = Field(5, ge=1, le=300)
     resolver_ipv6: bool = False
     session_domain: str

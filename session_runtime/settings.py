@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from session_runtime import naming
@@ -87,6 +87,11 @@ class WebSocketSettings(BaseSettings):
     command_timeout: float = Field(3600.0, gt=0, description="Seconds one command may run.")
     idle_timeout: float = Field(1800.0, gt=0, description="Idle seconds before a session ends.")
     max_lifetime: float = Field(28800.0, gt=0, description="Hard lifetime of a session, seconds.")
+    session_token_key: SecretStr | None = Field(
+        None,
+        description="Key session tokens are derived from (Kubernetes; default: read the "
+        "gamgui-session-token-key Secret by name). Set it from that Secret with secretKeyRef.",
+    )
 
     @field_validator("session_connection_template")
     @classmethod

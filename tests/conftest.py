@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     skip_pulumi = pytest.mark.skip(reason="needs the Pulumi CLI on PATH (not installed here)")
     for item in items:
-        if "cluster" in item.keywords and not has_cluster:
+        if item.get_closest_marker("cluster") is not None and not has_cluster:
             item.add_marker(skip_cluster)
-        if "pulumi_cli" in item.keywords and not has_pulumi:
+        if item.get_closest_marker("pulumi_cli") is not None and not has_pulumi:
             item.add_marker(skip_pulumi)

@@ -7,6 +7,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
+from session_runtime.cli import jsonlines
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     send.add_argument("argv", nargs="+", metavar="COMMAND", help="the GAM command, after --")
     add_json_flag(send)
+    jsonlines.add_json_lines_flag(send)
     send.set_defaults(handler=_send)
 
     connect = subparsers.add_parser(
@@ -82,6 +84,8 @@ def stream_command(conn: SessionConnection, argv: list[str] | str) -> int:
 def _send(args: argparse.Namespace) -> int:
     manager = make_manager()
     argv: list[str] = args.argv
+    if args.json_lines:
+        return jsonlines.send(args, manager)
     if args.json:
         result = manager.send_command(args.session_id, shlex.join(argv))
         emit_json(result.model_dump(mode="json"))

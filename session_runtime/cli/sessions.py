@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from session_runtime.cli import jsonlines
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -43,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--show-token", action="store_true", help="include the session's token in the output"
     )
     add_json_flag(create)
+    jsonlines.add_json_lines_flag(create)
     create.set_defaults(handler=_create)
 
     close = subparsers.add_parser("close", help="close a session and remove all it owns")
@@ -66,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _create(args: argparse.Namespace) -> int:
     manager = make_manager()
+    if args.json_lines:
+        return jsonlines.create(args, manager)
     info = manager.create_session(
         args.session_id,
         command=args.command,

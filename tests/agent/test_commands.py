@@ -277,7 +277,8 @@ def test_stream_yields_chunks_before_the_command_ends(agent: RunningAgent, tmp_p
 def test_closing_the_client_mid_run_from_another_thread_is_a_lost_connection(
     agent: RunningAgent,
 ) -> None:
-    conn = SessionConnection.open(agent.url, TOKEN)
+    # Without resuming (on by default, see tests/runtime/test_shells.py) the drop is the error.
+    conn = SessionConnection.open(agent.url, TOKEN, resume=None)
     timer = threading.Timer(0.5, lambda: conn._ws.sock.shutdown(2))
     timer.start()
     try:
@@ -287,4 +288,6 @@ def test_closing_the_client_mid_run_from_another_thread_is_a_lost_connection(
     finally:
         timer.cancel()
         conn.close()
+    with SessionConnection.open(agent.url, TOKEN) as other:  # the command outlived its client
+        other.cancel()
     _wait_for(lambda: agent.health()["busy"] is False)

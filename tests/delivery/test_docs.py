@@ -11,7 +11,7 @@ import pytest
 from components.config import CONFIG_KEYS, SECRET_KEYS
 from session_runtime import errors
 from session_runtime.cli import build_parser
-from session_runtime.settings import ENV_PREFIX, WebSocketSettings
+from session_runtime.settings import ENV_PREFIX, WebSocketSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -136,16 +136,11 @@ def test_the_security_page_names_the_real_policy_rules() -> None:
 
 
 def test_troubleshooting_quotes_only_real_doctor_checks() -> None:
-    from session_runtime import doctor
 
-    checks = {
-        "settings",
-        "api",
-        "local-stack",
-        "default-session",
-        "test-session",
-        *doctor._CLUSTER_CHECKS,
-    }
+    from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
+
+    cluster = {d.name for d in cluster_diagnostics(load_settings(_env_file=None), api=None)}
+    checks = {"settings", "backend", "local-stack", "default-session", "test-session", *cluster}
     text = _text(DOCS / "troubleshooting.md")
     quoted = set(re.findall(r"^(?:PASS|FAIL|SKIP)  (\S+)", text, flags=re.MULTILINE))
     assert {"settings", "default-session", "pod-template", "proxy"} <= quoted

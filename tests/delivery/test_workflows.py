@@ -139,7 +139,8 @@ def test_ci_runs_exactly_the_readme_test_command_like_dot_ci_run() -> None:
     triggers = _triggers(workflow)
     assert {"push", "pull_request"} <= set(triggers)
     runs = [s["run"].strip() for s in _steps(workflow) if "run" in s]
-    assert runs == ["scripts/test.sh"]
+    # The test command, and the floors check beside it (issue 14).
+    assert runs == ["scripts/test.sh", "python scripts/check_floors.py"]
     assert "exec scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert workflow["permissions"] == {"contents": "read"}
 

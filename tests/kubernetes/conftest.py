@@ -12,7 +12,9 @@ from pydantic import SecretStr
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
+from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.models import CreateRequest
+from session_runtime.rbac import RUNTIME_ROLE_RULES, RUNTIME_SERVICE_ACCOUNT
 from session_runtime.settings import WebSocketSettings
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.kubelet import Kubelet
@@ -29,8 +31,35 @@ def template_pod() -> dict[str, Any]:
     return spec.session_template_pod(spec.SessionPodConfig(image=IMAGE), NAMESPACE)
 
 
+#: The runtime's token key in tests (the stack generates a random one).
+TOKEN_KEY = "k" * 48
+
+
 def seed_cluster(emulator: KubeEmulator, *, quota: int | None = None) -> None:
-    """Create what the Pulumi stack declares and the backend reads."""
+    """Create what the Pulumi stack declares and the backend reads, RBAC included."""
+    meta = {"name": RUNTIME_SERVICE_ACCOUNT, "namespace": NAMESPACE}
+    emulator.put(
+        "roles", {"kind": "Role", "metadata": dict(meta), "rules": list(RUNTIME_ROLE_RULES)}
+    )
+    emulator.put(
+        "rolebindings",
+        {
+            "kind": "RoleBinding",
+            "metadata": dict(meta),
+            "roleRef": {"kind": "Role", "name": RUNTIME_SERVICE_ACCOUNT},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": RUNTIME_SERVICE_ACCOUNT, "namespace": NAMESPACE}
+            ],
+        },
+    )
+    emulator.put(
+        "secrets",
+        {
+            "kind": "Secret",
+            "metadata": {"name": naming.TOKEN_KEY_SECRET_NAME, "namespace": NAMESPACE},
+            "stringData": {naming.TOKEN_KEY_SECRET_KEY: TOKEN_KEY},
+        },
+    )
     emulator.put(
         "podtemplates",
         {
@@ -105,11 +134,17 @@ def make_backend(
     *,
     activity: Activity | None = None,
     retry: RetryPolicy = FAST_RETRY,
+    token: str | None = None,
 ) -> KubernetesBackend:
-    """A backend talking to the emulator over HTTP (one per simulated server replica)."""
+    """A backend talking to the emulator over HTTP (one per simulated server replica).
+
+    It authenticates as the runtime's ServiceAccount (the RBAC the stack declares
+    decides what it may do), unless ``token`` names another identity.
+    """
+    token = token or emulator.serviceaccount_token(NAMESPACE, RUNTIME_SERVICE_ACCOUNT)
     return KubernetesBackend(
         settings,
-        config=KubeConfig.from_dict(emulator.kubeconfig(NAMESPACE)),
+        config=KubeConfig.from_dict(emulator.kubeconfig(NAMESPACE, token)),
         retry=retry,
         activity_probe=activity or Activity(),
         trust_env=False,
@@ -137,3 +172,20 @@ def request(session_id: str, token: str = "t0ken-abc", **fields: Any) -> CreateR
         **fields,
     }
     return CreateRequest(session_id=session_id, token=SecretStr(token), **values)
+
+
+def expected_token(emulator: KubeEmulator, session_id: str) -> str:
+    """The token a session pod in the emulator must have (derived from its uid)."""
+    pod = emulator.get("pods", NAMESPACE, naming.session_pod_name(session_id))
+    assert pod is not None
+    return derive_token(TOKEN_KEY.encode(), NAMESPACE, session_id, pod["metadata"]["uid"])
+
+
+def session_secrets(emulator: KubeEmulator) -> list[dict[str, Any]]:
+    """The session token Secrets in the emulator (the stack's token key excluded)."""
+    selector = naming.session_selector()
+    return [
+        s
+        for s in emulator.list("secrets", NAMESPACE)
+        if selector.items() <= (s["metadata"].get("labels") or {}).items()
+    ]

@@ -6,18 +6,27 @@ import base64
 import threading
 
 import pytest
+from pydantic import SecretStr
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend
-from session_runtime.errors import BackendError, InvalidSessionIdError, SessionLimitError
+from session_runtime.errors import (
+    BackendError,
+    InvalidSessionIdError,
+    SessionLimitError,
+    SettingsError,
+)
 from session_runtime.models import BackendSession, SessionStatus
 from session_runtime.settings import WebSocketSettings
 from tests.kubernetes.conftest import (
     CREATED_AT,
     NAMESPACE,
+    TOKEN_KEY,
+    expected_token,
     make_backend,
     request,
     seed_cluster,
+    session_secrets,
     template_pod,
 )
 from tests.support.kube_emulator import KubeEmulator
@@ -28,17 +37,50 @@ def _writes(emulator: KubeEmulator) -> list[tuple[str, str]]:
     return [(w.method, w.path) for w in emulator.writes()]
 
 
-def test_create_writes_the_secret_the_pod_and_the_owner_reference_in_three_writes(
+def test_create_writes_the_pod_then_its_owned_secret_in_two_writes(
     backend: KubernetesBackend, emulator: KubeEmulator
 ) -> None:
     before = len(emulator.writes())
     backend.create(request("alpha"))
     base = f"/api/v1/namespaces/{NAMESPACE}"
-    assert _writes(emulator)[before:] == [
-        ("POST", f"{base}/secrets"),
+    writes = emulator.writes()[before:]
+    assert [(w.method, w.path) for w in writes] == [
         ("POST", f"{base}/pods"),
-        ("PATCH", f"{base}/secrets/gamgui-session-alpha-token"),
+        ("POST", f"{base}/secrets"),
     ]
+    # The ownerReference is in the one create: no patch, no read-back of the Secret.
+    assert writes[1].body is not None
+    (owner,) = writes[1].body["metadata"]["ownerReferences"]
+    assert owner["kind"] == "Pod" and owner["name"] == naming.session_pod_name("alpha")
+
+
+def test_a_fresh_create_and_wait_take_at_most_six_api_requests(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    keyed = settings.model_copy(update={"session_token_key": SecretStr(TOKEN_KEY)})
+    impl = make_backend(emulator, keyed)
+    try:
+        before = len(emulator.requests)
+        session = impl.create(request("alpha"))
+        impl.wait_ready("alpha", timeout=10)
+        sent = emulator.requests[before:]
+    finally:
+        impl.close()
+    base = f"/api/v1/namespaces/{NAMESPACE}"
+    steps = [(r.method, r.path, "watch" if r.query.get("watch") == "true" else "") for r in sent]
+    assert steps[:4] == [
+        ("GET", f"{base}/pods", ""),  # the id's pod and the live count, in one list
+        ("GET", f"{base}/podtemplates/{naming.SESSION_TEMPLATE_NAME}", ""),
+        ("POST", f"{base}/pods", ""),
+        ("POST", f"{base}/secrets", ""),
+    ]
+    # The two watches open side by side, in either order.
+    watches = [("GET", f"{base}/events", "watch"), ("GET", f"{base}/pods", "watch")]
+    assert sorted(steps[4:]) == watches
+    assert len(sent) <= 6
+    assert session.created and session.token.get_secret_value()
+    assert all(r.user.startswith("system:serviceaccount:") for r in sent)
 
 
 def test_created_pod_is_exactly_the_template_stamped_for_the_session(
@@ -75,7 +117,7 @@ def test_token_secret_is_labelled_holds_the_token_and_is_owned_by_the_pod(
     assert pod is not None and secret is not None
     assert secret["metadata"]["labels"] == naming.session_labels("alpha")
     token = base64.b64decode(secret["data"][naming.TOKEN_SECRET_KEY]).decode()
-    assert token == "s3cret-token"
+    assert token == expected_token(emulator, "alpha") != "s3cret-token"
     assert secret["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
          "uid": pod["metadata"]["uid"]}
@@ -91,11 +133,12 @@ def test_deleting_the_pod_lets_the_cluster_collect_the_secret(
 
 
 def test_create_returns_the_session_with_its_token_and_stamped_details(
-    backend: KubernetesBackend,
+    backend: KubernetesBackend, emulator: KubeEmulator
 ) -> None:
     session = backend.create(request("alpha", token="tok-1", command="info user"))
     assert session.session_id == "alpha"
-    assert session.token.get_secret_value() == "tok-1"
+    assert session.created is True
+    assert session.token.get_secret_value() == expected_token(emulator, "alpha")
     assert session.command == "info user"
     assert session.credentials_secret == naming.DEFAULT_CREDENTIALS_SECRET
     assert session.created_at == CREATED_AT
@@ -109,7 +152,8 @@ def test_creating_an_existing_id_returns_the_existing_session_without_writing(
     writes = len(emulator.writes())
     again = backend.create(request("alpha", token="second-token"))
     assert len(emulator.writes()) == writes
-    assert again.token.get_secret_value() == first.token.get_secret_value() == "first-token"
+    assert again.token.get_secret_value() == first.token.get_secret_value()
+    assert first.created and not again.created
 
 
 def test_racing_creates_for_one_id_end_with_one_pod_and_one_token(
@@ -137,7 +181,7 @@ def test_racing_creates_for_one_id_end_with_one_pod_and_one_token(
         replica.close()
     assert errors == []
     assert len(emulator.list("pods", NAMESPACE)) == 1
-    assert len(emulator.list("secrets", NAMESPACE)) == 1
+    assert len(session_secrets(emulator)) == 1
     tokens = {r.token.get_secret_value() for r in results}
     assert len(results) == 4 and len(tokens) == 1
 
@@ -180,6 +224,8 @@ def test_quota_rejection_maps_to_the_session_limit_error_and_removes_the_secret(
 def test_missing_pod_template_is_a_backend_error_naming_it(
     emulator: KubeEmulator, settings: WebSocketSettings
 ) -> None:
+    seed_cluster(emulator)
+    emulator.remove("podtemplates", NAMESPACE, naming.SESSION_TEMPLATE_NAME)
     backend = make_backend(emulator, settings)
     with pytest.raises(BackendError, match="PodTemplate 'gamgui-session' not found") as err:
         backend.create(request("alpha"))
@@ -205,3 +251,41 @@ def test_invalid_ids_are_refused_before_any_request(
     with pytest.raises(InvalidSessionIdError, match="Invalid session id"):
         backend.get(bad)
     assert len(emulator.requests) == before
+
+
+def test_a_missing_token_key_is_a_backend_error_that_names_the_secret(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    emulator.remove("secrets", NAMESPACE, naming.TOKEN_KEY_SECRET_NAME)
+    impl = make_backend(emulator, settings)
+    try:
+        with pytest.raises(BackendError, match="gamgui-session-token-key") as err:
+            impl.create(request("alpha"))
+    finally:
+        impl.close()
+    assert "Pulumi" in (err.value.hint or "")
+    assert emulator.get("pods", NAMESPACE, naming.session_pod_name("alpha")) is None
+
+
+def test_a_short_token_key_setting_is_refused(
+    emulator: KubeEmulator, kubelet: Kubelet, settings: WebSocketSettings
+) -> None:
+    seed_cluster(emulator)
+    short = settings.model_copy(update={"session_token_key": SecretStr("too-short")})
+    impl = make_backend(emulator, short)
+    try:
+        with pytest.raises(SettingsError, match="WEBSOCKET_SESSION_TOKEN_KEY"):
+            impl.create(request("alpha"))
+    finally:
+        impl.close()
+
+
+def test_a_session_recreated_under_its_id_gets_a_new_token(
+    backend: KubernetesBackend, emulator: KubeEmulator
+) -> None:
+    first = backend.create(request("alpha"))
+    backend.delete("alpha")
+    second = backend.create(request("alpha"))
+    assert second.token.get_secret_value() == expected_token(emulator, "alpha")
+    assert second.token != first.token

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from session_runtime import naming
 from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
 from session_runtime.backends.kubernetes.api import KubeApi
 from session_runtime.errors import BackendError, BackendUnavailableError
 from session_runtime.models import SessionStatus
 from session_runtime.settings import WebSocketSettings
-from tests.kubernetes.conftest import NAMESPACE, make_backend, request, seed_cluster
+from tests.kubernetes.conftest import (
+    NAMESPACE,
+    make_backend,
+    request,
+    seed_cluster,
+    session_secrets,
+)
 from tests.support.kube_emulator import Fault, KubeEmulator
 from tests.support.kubelet import Kubelet
 
@@ -50,12 +55,12 @@ def test_a_slow_api_times_out_and_the_retry_succeeds(
     seed_cluster(emulator)
     quick = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, request_timeout=0.3)
     backend = make_backend(emulator, settings, retry=quick)
-    emulator.inject(Fault(kind="stall", seconds=1.0, times=1, method="GET", path_contains="/pods/"))
+    emulator.inject(Fault(kind="stall", seconds=1.0, times=1, method="GET", path_contains="/pods"))
     try:
         assert backend.get("ghost") is None
     finally:
         backend.close()
-    assert _count(emulator, "GET", f"{PODS}/{naming.session_pod_name('ghost')}") == 2
+    assert _count(emulator, "GET", PODS) == 2  # the list timed out once, then answered
 
 
 def test_exhausted_retries_raise_backend_unavailable_with_the_api_message(
@@ -99,7 +104,7 @@ def test_a_failed_pod_create_leaves_no_secret_behind(
     with pytest.raises(BackendError, match="refused to create Pod") as err:
         backend.create(request("alpha"))
     assert "Pod is invalid" in (err.value.cause or "")
-    assert emulator.list("secrets", NAMESPACE) == []
+    assert session_secrets(emulator) == []
 
 
 def test_the_watch_reconnects_after_a_dropped_stream(
@@ -135,8 +140,16 @@ def test_an_unreachable_api_is_backend_unavailable(settings: WebSocketSettings) 
     assert "after 2 attempts" in (err.value.cause or "")
 
 
-def test_backoff_doubles_up_to_its_cap_and_bounds_retry_after() -> None:
+def test_backoff_doubles_with_jitter_up_to_its_cap_and_bounds_retry_after() -> None:
     policy = RetryPolicy(attempts=6, base_delay=0.1, max_delay=0.5)
-    assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    assert policy.delay(1, retry_after=0.3) == 0.3
-    assert policy.delay(1, retry_after=3600) == 0.5
+    for _ in range(50):
+        delays = [policy.delay(n) for n in range(1, 6)]
+        for delay, floor in zip(delays, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True):
+            assert floor <= delay <= min(0.5, floor + 0.1)
+        assert 0.3 <= policy.delay(1, retry_after=0.3) <= 0.5
+        assert policy.delay(1, retry_after=3600) == 0.5
+
+
+def test_jitter_spreads_the_retries_of_replicas_that_failed_together() -> None:
+    policy = RetryPolicy(base_delay=0.2, max_delay=5.0)
+    assert len({policy.delay(2) for _ in range(20)}) > 1

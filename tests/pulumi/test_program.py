@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from components.admission_manifests import SESSION_POD_POLICY_NAME
 from components.proxy_manifests import (
     CHECKSUM_ANNOTATION,
     NGINX_CONF_KEY,
@@ -62,6 +63,9 @@ def test_dev_stack_declares_every_part(dev_run: StackRun) -> None:
         ("RoleBinding", RUNTIME_SERVICE_ACCOUNT),
         ("CronJob", REAPER_NAME),
         ("Secret", naming.session_token_secret_name("default")),
+        ("Secret", naming.TOKEN_KEY_SECRET_NAME),
+        ("ValidatingAdmissionPolicy", f"{SESSION_POD_POLICY_NAME}-gamgui"),
+        ("ValidatingAdmissionPolicyBinding", f"{SESSION_POD_POLICY_NAME}-gamgui"),
         ("Deployment", DEFAULT_DEPLOYMENT),
     }
     types = {r.typ for r in dev_run.resources}
@@ -73,9 +77,12 @@ def test_dev_stack_declares_every_part(dev_run: StackRun) -> None:
 
 
 def test_every_object_lives_in_the_stack_namespace(dev_run: StackRun) -> None:
+    cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for m in dev_run.manifests():
-        if m["kind"] != "Namespace":
+        if m["kind"] not in cluster_scoped:
             assert m["metadata"]["namespace"] == "gamgui", m["metadata"]["name"]
+        else:  # cluster-scoped: named after the namespace, bound to it
+            assert m["kind"] == "Namespace" or m["metadata"]["name"].endswith("-gamgui")
 
 
 def test_selectors_match_the_pod_labels(dev_run: StackRun) -> None:
@@ -187,12 +194,26 @@ def test_default_session_is_stamped_like_a_runtime_session(dev_run: StackRun) ->
     assert secret["stringData"] == {naming.TOKEN_SECRET_KEY: GENERATED_TOKEN}
 
 
+def test_the_token_key_secret_holds_a_random_key(dev_run: StackRun) -> None:
+    secret = dev_run.one("Secret", naming.TOKEN_KEY_SECRET_NAME)
+    # The mocks answer every RandomPassword with the same value.
+    assert secret["stringData"] == {naming.TOKEN_KEY_SECRET_KEY: GENERATED_TOKEN}
+    assert "data" not in secret
+
+
 def test_runtime_role_is_namespaced_and_minimal(dev_run: StackRun) -> None:
     role = dev_run.one("Role", RUNTIME_SERVICE_ACCOUNT)
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"pods", "pods/status", "secrets", "events", "podtemplates"}
+    assert resources == {"pods", "secrets", "events", "podtemplates"}
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "escalate" not in rule["verbs"]
+    # Least privilege for Secrets: no list, and get only by name (never gam-credentials).
+    for rule in role["rules"]:
+        if "secrets" in rule["resources"]:
+            assert "list" not in rule["verbs"] and "watch" not in rule["verbs"]
+            if "get" in rule["verbs"]:
+                assert naming.DEFAULT_CREDENTIALS_SECRET not in rule["resourceNames"]
+                assert rule["resourceNames"]
     binding = dev_run.one("RoleBinding", RUNTIME_SERVICE_ACCOUNT)
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == RUNTIME_SERVICE_ACCOUNT
@@ -228,7 +249,8 @@ def test_token_output_is_secret_and_given_token_is_used() -> None:
     run = run_stack(dev_config(), secrets={"defaultSessionToken": "from-config-token"})
     secret = run.one("Secret", naming.session_token_secret_name("default"))
     assert secret["stringData"] == {naming.TOKEN_SECRET_KEY: "from-config-token"}
-    assert not any(r.typ.startswith("random:") for r in run.resources)
+    generated = [r.name for r in run.resources if r.typ.startswith("random:")]
+    assert all(name.endswith("-token-key") for name in generated)  # only the token key
     assert run.outputs["defaultSessionToken"] == "from-config-token"
 
 
@@ -263,7 +285,10 @@ def test_exposure_loadbalancer_changes_the_service_type(variant: Any, dev_run: S
 def test_default_session_off_removes_it_and_its_outputs(variant: Any) -> None:
     run = variant(defaultSessionEnabled=False)
     assert not run.has("Deployment", DEFAULT_DEPLOYMENT)
-    assert not run.manifests("Secret")
+    # Only the runtime's token key is left: no default session token Secret.
+    assert [m["metadata"]["name"] for m in run.manifests("Secret")] == [
+        naming.TOKEN_KEY_SECRET_NAME
+    ]
     assert "defaultSessionToken" not in run.outputs
     assert "defaultSessionUrl" not in run.outputs
     assert run.has("PodTemplate", naming.SESSION_TEMPLATE_NAME)

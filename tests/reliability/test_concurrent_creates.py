@@ -17,8 +17,9 @@ from typing import Any
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend
 from session_runtime.backends.local.processes import is_alive
+from session_runtime.rbac import RUNTIME_SERVICE_ACCOUNT
 from session_runtime.settings import WebSocketSettings
-from tests.kubernetes.conftest import NAMESPACE, make_backend, seed_cluster
+from tests.kubernetes.conftest import NAMESPACE, make_backend, seed_cluster, session_secrets
 from tests.reliability import workers
 from tests.security.conftest import require_stack_tools
 from tests.security.helpers import recording_gam_bin
@@ -82,7 +83,15 @@ def test_kubernetes_two_hundred_creates_with_a_quota_of_fifty_give_fifty_and_lea
     try:
         seed_cluster(emulator, quota=MAX_SESSIONS)
         outcomes = _race(
-            workers.kubernetes_creates, (emulator.kubeconfig(NAMESPACE), NAMESPACE), tmp_path
+            workers.kubernetes_creates,
+            # Every worker authenticates as the runtime's ServiceAccount, under its Role.
+            (
+                emulator.kubeconfig(
+                    NAMESPACE, emulator.serviceaccount_token(NAMESPACE, RUNTIME_SERVICE_ACCOUNT)
+                ),
+                NAMESPACE,
+            ),
+            tmp_path,
         )
         assert outcomes.count("created") == MAX_SESSIONS
         refused = [o for o in outcomes if o != "created"]
@@ -91,7 +100,7 @@ def test_kubernetes_two_hundred_creates_with_a_quota_of_fifty_give_fifty_and_lea
 
         pods = emulator.list("pods", NAMESPACE)
         assert len(pods) == MAX_SESSIONS
-        secrets = emulator.list("secrets", NAMESPACE)
+        secrets = session_secrets(emulator)
         pod_ids = {p["metadata"]["labels"][naming.LABEL_SESSION_ID] for p in pods}
         assert {s["metadata"]["labels"][naming.LABEL_SESSION_ID] for s in secrets} == pod_ids
 
@@ -109,7 +118,7 @@ def test_kubernetes_two_hundred_creates_with_a_quota_of_fifty_give_fifty_and_lea
         finally:
             backend.close()
         assert emulator.list("pods", NAMESPACE) == []
-        assert emulator.list("secrets", NAMESPACE) == []
+        assert session_secrets(emulator) == []
     finally:
         kubelet.stop()
         emulator.stop()

@@ -21,7 +21,13 @@ from session_runtime.backends.kubernetes import KubernetesBackend, RetryPolicy
 from session_runtime.backends.kubernetes.reap import ORPHAN_GRACE_S
 from session_runtime.errors import BackendUnavailableError, SessionError, SessionStartError
 from session_runtime.settings import WebSocketSettings
-from tests.kubernetes.conftest import NAMESPACE, make_backend, request, seed_cluster
+from tests.kubernetes.conftest import (
+    NAMESPACE,
+    make_backend,
+    request,
+    seed_cluster,
+    session_secrets,
+)
 from tests.support.kube_emulator import Fault, KubeEmulator
 from tests.support.kubelet import Kubelet
 
@@ -77,6 +83,14 @@ def backend(cluster: tuple[KubeEmulator, Kubelet]) -> Iterator[KubernetesBackend
         impl.close()
 
 
+def _reap_after_recovery_keeping(emulator: KubeEmulator, outage: str) -> None:
+    """Clear every fault and let stalled requests land (as :func:`_reap_after_recovery`)."""
+    emulator.clear_faults()
+    stall = OUTAGES[outage].get("seconds")
+    if isinstance(stall, float):
+        time.sleep(stall + 0.5)
+
+
 def _reap_after_recovery(emulator: KubeEmulator, backend: KubernetesBackend, outage: str) -> None:
     """Clear every fault, reap as the CronJob would later on, and prove nothing is left.
 
@@ -94,7 +108,7 @@ def _reap_after_recovery(emulator: KubeEmulator, backend: KubernetesBackend, out
         now=datetime.now(UTC) + timedelta(seconds=ORPHAN_GRACE_S + 1),
     )
     assert emulator.list("pods", NAMESPACE) == []
-    assert emulator.list("secrets", NAMESPACE) == []
+    assert session_secrets(emulator) == []
 
 
 @pytest.mark.timeout(BOUND_S)
@@ -109,19 +123,19 @@ def test_pod_creation_failing_for_good_is_a_typed_error_and_leaves_no_secret(
     assert str(info.value).startswith("Kubernetes API unavailable")
     assert "t0ken-abc" not in str(info.value)
     assert emulator.list("pods", NAMESPACE) == []
-    assert emulator.list("secrets", NAMESPACE) == []  # the create removed its own Secret
+    assert session_secrets(emulator) == []  # the Pod fails first: no Secret is made
     _reap_after_recovery(emulator, backend, outage)
 
 
 @pytest.mark.timeout(BOUND_S)
 @pytest.mark.parametrize("outage", list(OUTAGES))
-def test_the_api_going_down_right_after_the_secret_write_leaves_nothing_after_reap(
+def test_the_api_going_down_right_after_the_pod_write_recovers_on_the_next_create(
     cluster: tuple[KubeEmulator, Kubelet], backend: KubernetesBackend, outage: str
 ) -> None:
     emulator, _ = cluster
 
     def go_down(plural: str, obj: dict[str, Any]) -> None:
-        if plural == "secrets":
+        if plural == "pods":
             emulator.inject(_outage(outage))
 
     emulator.on_create.append(go_down)
@@ -129,8 +143,16 @@ def test_the_api_going_down_right_after_the_secret_write_leaves_nothing_after_re
         backend.create(request("stranded"))
     with pytest.raises(BackendUnavailableError):
         backend.list()
-    _reap_after_recovery(emulator, backend, outage)  # the stranded Secret is an orphan by then
-    assert backend.list() == []
+    emulator.on_create.remove(go_down)
+    _reap_after_recovery_keeping(emulator, outage)
+    # A pod left without its token Secret is not usable: the next create replaces or
+    # completes it, and close leaves nothing (the Secret goes with its Pod).
+    backend.delete("stranded")
+    session = backend.create(request("stranded"))
+    assert session.created and session.token.get_secret_value()
+    assert backend.delete("stranded") is True
+    assert emulator.list("pods", NAMESPACE) == []
+    assert session_secrets(emulator) == []
 
 
 @pytest.mark.timeout(BOUND_S)

@@ -20,14 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from session_runtime.backends.local import LocalStack
+from session_runtime import naming
+from session_runtime.backends.local import LocalBackend, LocalStack
+from session_runtime.ids import generate_session_id
 from session_runtime.manager import SessionManager
+from session_runtime.models import BackendSession, CreateRequest
 from session_runtime.settings import load_settings
 from tests.kubernetes.harness import KubeCluster, emulated_cluster
+from tests.support.fake_gam import fake_gam_bin
 from tests.support.local_stack import running_stack
 
-__all__ = ["BACKENDS", "ManagerFactory", "StackHandle", "register_backend"]
+__all__ = ["BACKENDS", "MakeSession", "ManagerFactory", "StackHandle", "register_backend"]
 
 #: Builds a manager; keyword arguments override settings (``max_sessions=5``).
 ManagerFactory = Callable[..., SessionManager]
@@ -116,3 +121,51 @@ def manager_factory(request: pytest.FixtureRequest) -> Iterator[ManagerFactory]:
 def manager(manager_factory: ManagerFactory) -> SessionManager:
     """A manager with the default settings on each registered backend."""
     return manager_factory()
+
+
+# --- sessions running the fake GAM (tests/support/fake_gam.py): long, loud, slow on purpose ---
+MakeSession = Callable[[str], BackendSession]
+
+
+@pytest.fixture(scope="module")
+def fake_backend(
+    local_stack: StackHandle, tmp_path_factory: pytest.TempPathFactory
+) -> LocalBackend:
+    """The runtime stack's backend, its agents running the fake GAM."""
+    gam = fake_gam_bin(tmp_path_factory.mktemp("fake-gam"))
+    return LocalBackend(local_stack.state_dir, gam_bin=gam, idle_timeout=0)
+
+
+@pytest.fixture(scope="module")
+def make_fake_session(fake_backend: LocalBackend) -> Iterator[MakeSession]:
+    """Creates ready fake-GAM sessions (id prefix given); all are closed after the module."""
+    created: list[str] = []
+
+    def make(prefix: str) -> BackendSession:
+        sid = f"{prefix}-{generate_session_id()[:8]}"
+        created.append(sid)
+        fake_backend.create(
+            CreateRequest(
+                session_id=sid,
+                token=SecretStr(f"tok-{generate_session_id()}"),
+                credentials_secret=naming.DEFAULT_CREDENTIALS_SECRET,
+                max_sessions=50,
+            )
+        )
+        return fake_backend.wait_ready(sid, timeout=30)
+
+    yield make
+    for sid in created:
+        fake_backend.delete(sid)
+
+
+@pytest.fixture(scope="module")
+def fake_session(make_fake_session: MakeSession) -> BackendSession:
+    """One fake-GAM session for the module's tests."""
+    return make_fake_session("fake")
+
+
+@pytest.fixture(scope="session")
+def ws_base(local_stack: StackHandle) -> str:
+    """``ws://127.0.0.1:<proxy port>`` of the runtime stack."""
+    return "ws://" + local_stack.proxy_url.split("://", 1)[1].rstrip("/")

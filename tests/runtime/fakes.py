@@ -26,6 +26,8 @@ from session_runtime.models import (
 
 __all__ = ["FakeBackend", "FakeConnection", "FakeNetwork"]
 
+_ALIVE = (SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY)
+
 
 class FakeBackend(SessionBackend):
     """Sessions in a dict; ``fail_ready`` makes ``wait_ready`` fail for those ids."""
@@ -43,9 +45,11 @@ class FakeBackend(SessionBackend):
     ) -> BackendSession:
         self.requests.append(request)
         existing = self.sessions.get(request.session_id)
-        if existing is not None:
-            return existing
-        if len(self.sessions) >= request.max_sessions:
+        if existing is not None and existing.status in _ALIVE:
+            return existing.model_copy(update={"created": False})
+        if existing is not None:  # finished or failed (or terminating): replaced
+            self.sessions.pop(request.session_id)
+        if sum(1 for s in self.sessions.values() if s.status in _ALIVE) >= request.max_sessions:
             raise SessionLimitError(request.max_sessions)
         session = BackendSession(
             session_id=request.session_id,
@@ -55,16 +59,19 @@ class FakeBackend(SessionBackend):
             command=request.command,
             credentials_secret=request.credentials_secret,
         )
-        self.sessions[request.session_id] = session
+        self.sessions[request.session_id] = session.model_copy(update={"created": False})
         if progress is not None:
             progress(ProgressEvent(session_id=request.session_id, phase="start", message="go"))
-        return session
+        return session.model_copy(update={"created": True})
 
     def wait_ready(
         self, session_id: str, timeout: float, progress: ProgressCallback | None = None
     ) -> BackendSession:
         if session_id not in self.sessions:
             raise SessionNotFoundError(cause=f"no session {session_id!r}")
+        status = self.sessions[session_id].status
+        if status in (SessionStatus.FINISHED, SessionStatus.FAILED):
+            raise SessionStartError(cause=f"the session is {status.value}")
         if session_id in self.fail_ready:
             raise SessionStartError(cause="the agent exited with status 3")
         ready = self.sessions[session_id].model_copy(update={"status": SessionStatus.READY})
@@ -75,7 +82,7 @@ class FakeBackend(SessionBackend):
         return self.sessions.get(session_id)
 
     def list(self) -> builtins.list[BackendSession]:
-        return sorted(self.sessions.values(), key=lambda s: s.created_at)
+        return sorted(self.sessions.values(), key=lambda s: (s.created_at, s.session_id))
 
     def delete(self, session_id: str) -> bool:
         self.deleted.append(session_id)

@@ -8,7 +8,10 @@ write, watches that resume from a ``resourceVersion`` and end after
 objects whose owner is gone, a ``Terminating``-scoped ResourceQuota that
 rejects pods with 403 "exceeded quota", SelfSubjectAccessReview, and error
 bodies that are ``Status`` objects with the API server's ``reason`` values
-(``NotFound``, ``AlreadyExists``, ``Forbidden``...). Subclassing would have
+(``NotFound``, ``AlreadyExists``, ``Forbidden``...), and RBAC: bearer tokens
+map to ServiceAccounts, Roles and RoleBindings in the store decide every
+request (403 otherwise) and every SelfSubjectAccessReview, resource names
+included. Subclassing would have
 replaced nearly all of it, so this module is the emulator: a threaded
 ``http.server`` with one store, one event log and fault injection.
 
@@ -33,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Fault", "KubeEmulator", "RecordedRequest"]
+__all__ = ["ADMIN_TOKEN", "Fault", "KubeEmulator", "RecordedRequest"]
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (plural, namespace, name)
@@ -47,7 +50,12 @@ _KINDS = {
     "resourcequotas": "ResourceQuota",
     "deployments": "Deployment",
     "configmaps": "ConfigMap",
+    "roles": "Role",
+    "rolebindings": "RoleBinding",
 }
+#: The token of the all-powerful client (cluster admin): what seeding and old tests use.
+ADMIN_TOKEN = "emulator-token"
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
@@ -122,6 +130,8 @@ class RecordedRequest:
     query: dict[str, str]
     content_type: str | None
     body: Obj | None
+    #: Who sent it ("system:serviceaccount:<ns>:<name>", "admin", or "anonymous").
+    user: str = "admin"
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -225,6 +235,8 @@ class KubeEmulator:
         self.pod_grace_s: float | None = None
         self._timers: list[threading.Timer] = []
         self.denied: set[tuple[str, str]] = set()
+        #: Bearer token -> user. Unknown tokens are refused (401); the admin bypasses RBAC.
+        self.identities: dict[str, str] = {ADMIN_TOKEN: "admin"}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -265,13 +277,19 @@ class KubeEmulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def kubeconfig(self, namespace: str) -> dict[str, Any]:
-        """Return a kubeconfig dict pointing at this server."""
+    def serviceaccount_token(self, namespace: str, name: str) -> str:
+        """Return a bearer token that authenticates as ServiceAccount ``namespace/name``."""
+        token = f"sa-{uuid.uuid4().hex}"
+        self.identities[token] = f"system:serviceaccount:{namespace}:{name}"
+        return token
+
+    def kubeconfig(self, namespace: str, token: str = ADMIN_TOKEN) -> dict[str, Any]:
+        """Return a kubeconfig dict pointing at this server, authenticating with ``token``."""
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "emulator-token"}}],
+            "users": [{"name": "tester", "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "emulator",
@@ -458,10 +476,79 @@ class KubeEmulator:
                     f"requested: pods=1, used: pods={used}, limited: pods={hard}",
                 )
 
+    # --- RBAC (Roles and RoleBindings in the store, as the API server's authorizer) --
+    def allowed(
+        self,
+        user: str,
+        verb: str,
+        resource: str,
+        namespace: str,
+        *,
+        name: str | None = None,
+        group: str = "",
+    ) -> bool:
+        """Return True when a RoleBinding in ``namespace`` grants ``user`` the request.
+
+        A rule with ``resourceNames`` grants only requests for those names; a
+        request without a name (list, watch, create, an unnamed review) needs a
+        rule without them — as the real RBAC authorizer decides.
+        """
+        if user == "admin":
+            return True
+        if not user.startswith("system:serviceaccount:"):
+            return False
+        _, _, sa_ns, sa_name = user.split(":", 3)
+        with self._lock:
+            bindings = [
+                o
+                for (p, ns, _), o in self._objects.items()
+                if p == "rolebindings" and ns == namespace
+            ]
+            roles = {
+                n: o for (p, ns, n), o in self._objects.items() if p == "roles" and ns == namespace
+            }
+        for binding in bindings:
+            if not any(
+                s.get("kind") == "ServiceAccount"
+                and s.get("name") == sa_name
+                and s.get("namespace", namespace) == sa_ns
+                for s in binding.get("subjects") or []
+            ):
+                continue
+            role = roles.get(binding.get("roleRef", {}).get("name", ""))
+            for rule in (role or {}).get("rules") or []:
+                if _rule_grants(rule, verb, resource, name, group):
+                    return True
+        return False
+
+    def _authorize(self, user: str, method: str, path: str, watching: bool) -> None:
+        """Raise 403 Forbidden when ``user`` may not make this request."""
+        if path == "/version" or path.endswith("/selfsubjectaccessreviews"):
+            return
+        match = _PATH.match(path)
+        if not match:
+            return
+        plural, name, sub = match["plural"], match["name"], match["sub"]
+        verb = _VERBS.get(method, "get")
+        if method == "GET":
+            verb = "watch" if watching else ("get" if name else "list")
+        resource = f"{plural}/{sub}" if sub else plural
+        namespace = match["ns"] or ""
+        if not self.allowed(user, verb, resource, namespace, name=name, group=match["group"] or ""):
+            what = f'{plural} "{name}"' if name else plural
+            raise ApiFailure(
+                403,
+                "Forbidden",
+                f'{what} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+                f'in API group "{match["group"] or ""}" in the namespace "{namespace}"',
+            )
+
     # --- request handling (called by the handler threads) ------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], body: Obj | None) -> Obj:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: Obj | None, user: str = "admin"
+    ) -> Obj:
         """Serve one non-watch request; raise ApiFailure for API errors."""
-        special = self._special(method, path, body or {})
+        special = self._special(method, path, body or {}, user)
         if special is not None:
             return special
         match = _PATH.match(path)
@@ -493,17 +580,31 @@ class KubeEmulator:
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}
         raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported on {path}")
 
-    def _special(self, method: str, path: str, body: Obj) -> Obj | None:
-        """Serve ``/version`` and SelfSubjectAccessReview (``denied`` says what is refused)."""
+    def _special(self, method: str, path: str, body: Obj, user: str) -> Obj | None:
+        """Serve ``/version`` and SelfSubjectAccessReview (answered from the RBAC rules)."""
         if path == "/version":
             return {"major": "1", "minor": "30", "gitVersion": "v1.30.0-emulator"}
         if path.endswith("/selfsubjectaccessreviews") and method == "POST":
-            return self._review(body)
+            return self._review(body, user)
         return None
 
-    def _review(self, body: Obj) -> Obj:
+    def _review(self, body: Obj, user: str) -> Obj:
+        """Answer "may I?" for the caller, with or without a resource name.
+
+        ``denied`` (verb, resource) pairs are refused even for the admin (older tests).
+        """
         attrs = body.get("spec", {}).get("resourceAttributes", {})
-        allowed = (attrs.get("verb"), attrs.get("resource")) not in self.denied
+        verb, resource = attrs.get("verb", ""), attrs.get("resource", "")
+        if attrs.get("subresource"):
+            resource = f"{resource}/{attrs['subresource']}"
+        allowed = (verb, attrs.get("resource")) not in self.denied and self.allowed(
+            user,
+            verb,
+            resource,
+            attrs.get("namespace", ""),
+            name=attrs.get("name") or None,
+            group=attrs.get("group", ""),
+        )
         return {**body, "status": {"allowed": allowed}}
 
     def _list(self, plural: str, ns: str, query: dict[str, str]) -> Obj:
@@ -591,6 +692,20 @@ class KubeEmulator:
                 return
 
 
+def _rule_grants(rule: Obj, verb: str, resource: str, name: str | None, group: str) -> bool:
+    """Whether one PolicyRule grants the request (``*`` wildcards included)."""
+
+    def has(values: Any, value: str) -> bool:
+        return "*" in (values or []) or value in (values or [])
+
+    if not (has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource)):
+        return False
+    if not has(rule.get("verbs"), verb):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or (name is not None and name in names)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: KubeEmulator
     protocol_version = "HTTP/1.1"
@@ -606,10 +721,17 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         emu = self.owner
+        auth = self.headers.get("Authorization") or ""
+        user = emu.identities.get(auth.removeprefix("Bearer ").strip(), "anonymous")
         emu.requests.append(
-            RecordedRequest(self.command, parts.path, query, self.headers.get("Content-Type"), body)
+            RecordedRequest(
+                self.command, parts.path, query, self.headers.get("Content-Type"), body, user
+            )
         )
         watching = self.command == "GET" and query.get("watch") in ("true", "1")
+        if user == "anonymous":
+            self._send_json(401, status_body(401, "Unauthorized", "Unauthorized"))
+            return
         fault = emu.take_fault(self.command, parts.path, watching)
         if fault is not None:
             if fault.kind == "drop":
@@ -626,10 +748,11 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
         try:
+            emu._authorize(user, self.command, parts.path, watching)
             if watching:
                 self._stream(emu.watch(parts.path, query))
             else:
-                self._send_json(200, emu.handle(self.command, parts.path, query, body))
+                self._send_json(200, emu.handle(self.command, parts.path, query, body, user))
         except ApiFailure as exc:
             self._send_json(exc.code, status_body(exc.code, exc.reason, exc.message))
 

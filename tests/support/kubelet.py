@@ -139,8 +139,8 @@ class Kubelet:
         assert self.agents_dir is not None
         meta = pod["metadata"]
         sid = (meta.get("labels") or {}).get(naming.LABEL_SESSION_ID)
-        secret = self.emulator.get(
-            "secrets", meta["namespace"], naming.session_token_secret_name(sid or "x")
+        secret = self._mounted_secret(
+            meta["namespace"], naming.session_token_secret_name(sid or "x")
         )
         if sid is None or secret is None:
             return False
@@ -152,6 +152,22 @@ class Kubelet:
         if stale is not None:
             stale.stop()
         return True
+
+    def _mounted_secret(
+        self, namespace: str, name: str, limit_s: float = 10.0
+    ) -> dict[str, Any] | None:
+        """Wait for the token Secret the pod mounts, as a kubelet retries the volume mount.
+
+        The runtime creates the Pod first and its Secret right after, so the
+        Secret may not exist yet when the pod is scheduled.
+        """
+        deadline = time.monotonic() + limit_s
+        while not self._stop.is_set():
+            secret = self.emulator.get("secrets", namespace, name)
+            if secret is not None or time.monotonic() >= deadline:
+                return secret
+            time.sleep(_STEP_S)
+        return None
 
     def _created(self, plural: str, obj: dict[str, Any]) -> None:
         if plural != "pods":

@@ -59,7 +59,7 @@ def _session_regexes(conf: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 def test_defaults_are_the_cluster_proxy() -> None:
     conf = render_nginx_conf(_config())
     assert f"listen 0.0.0.0:{naming.PROXY_PORT} default_server;" in conf
-    assert "resolver 10.96.0.10 valid=10s ipv6=off;" in conf
+    assert "resolver 10.96.0.10 valid=1s ipv6=off;" in conf  # a re-created session at once
     assert "worker_processes auto;" in conf
     assert "worker_connections 32768;" in conf
     assert "worker_rlimit_nofile 65536;" in conf
@@ -181,7 +181,7 @@ def test_the_config_is_frozen() -> None:
 
 def test_a_bare_ipv6_resolver_and_listen_address_are_bracketed() -> None:
     conf = render_nginx_conf(_config(resolver="fd00::a", listen_address="::"))
-    assert "resolver [fd00::a] valid=10s" in conf
+    assert "resolver [fd00::a] valid=1s" in conf
     assert f"listen [::]:{naming.PROXY_PORT}" in conf
 
 

@@ -1,7 +1,8 @@
 """The Kubernetes API as the backend uses it: one client, bounded retries, typed errors.
 
 Transient failures (connection refused or reset, timeouts, 429, 5xx) are retried
-with exponential backoff up to :attr:`RetryPolicy.attempts`; when they run out
+with jittered exponential backoff (:mod:`session_runtime.retry`) up to
+:attr:`RetryPolicy.attempts`; when they run out
 the caller gets :class:`~session_runtime.errors.BackendUnavailableError`. Every
 other API error becomes :class:`~session_runtime.errors.BackendError` carrying
 the API server's own message, except 404, which callers see as ``None`` or
@@ -10,30 +11,21 @@ the API server's own message, except 404, which callers see as ``None`` or
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
-import msgspec
+import tenacity
 from lightkube import ApiError, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.core.decoders import (
-    decode_list,
-    decode_object,
-    decode_status,
-    decode_watch_event,
-)
 from lightkube.core.exceptions import ConfigError
-from lightkube.models.meta_v1 import Status
-from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
 from lightkube.types import PatchType
 
 from session_runtime.errors import BackendError, BackendUnavailableError
+from session_runtime.retry import Backoff
 from session_runtime.settings import WebSocketSettings
 
 __all__ = [
@@ -47,58 +39,13 @@ __all__ = [
 
 T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
-_DECODERS_READY = threading.Event()
-_DECODERS_LOCK = threading.Lock()
-
-
-def _warm_up_decoders() -> None:
-    """Build lightkube's decoders for the resources used here once, in one thread.
-
-    msgspec builds a type's decoder on first use; threads doing that for the
-    same type at once crash the process (a segfault, seen with lightkube 1.0 and
-    msgspec 0.22 when many creates start together, in list decoding and in the
-    ``Status`` that every 404 or 409 becomes). So every path the backend takes
-    (list and object decoding, ``from_dict``, encoding, watch events and API
-    errors) is taken once here first. Done once per process.
-    """
-    if _DECODERS_READY.is_set():
-        return
-    with _DECODERS_LOCK:
-        if _DECODERS_READY.is_set():
-            return
-        for resource in (Pod, PodTemplate, Secret, Event):
-            # An empty list builds the decoders of the list and of its items.
-            decode_list(b'{"metadata": {}, "items": []}', resource)
-            # The decoder is built before validation, so a rejected {} still warms it.
-            with contextlib.suppress(msgspec.ValidationError):
-                decode_object(b"{}", resource)
-                msgspec.json.encode(resource.from_dict({}))
-        status = b'{"kind": "Status", "code": 404, "details": {"causes": [{}]}}'
-        decode_status(status)
-        Status.from_dict(msgspec.json.decode(status))
-        decode_watch_event(b'{"type": "ERROR", "object": {}}')
-        _DECODERS_READY.set()
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a transient failure is retried.
+class RetryPolicy(Backoff):
+    """:class:`~session_runtime.retry.Backoff` for API calls, plus each request's timeout."""
 
-    Delays grow ``base_delay * 2**n`` up to ``max_delay``; a ``Retry-After`` header
-    is honoured but never beyond ``max_delay``.
-    """
-
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 5.0
     request_timeout: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Return the pause before retry number ``attempt`` (1-based)."""
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        if retry_after is not None:
-            return float(min(self.max_delay, max(backoff, retry_after)))
-        return float(backoff)
 
 
 def load_kube_config(settings: WebSocketSettings) -> SingleConfig:
@@ -210,7 +157,6 @@ class KubeApi:
         self.retry = retry or RetryPolicy()
         self.trust_env = trust_env
         self._sleep = sleep
-        _warm_up_decoders()
         self.client = Client(
             config,
             namespace=namespace,
@@ -236,24 +182,28 @@ class KubeApi:
             BackendError: the API refused, with its message.
         """
         accepted = set(ok_statuses)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except ValueError as exc:  # msgspec: the API sent an object the models reject
-                raise BackendError(
-                    f"Kubernetes API answer to {what} could not be read",
-                    cause=str(exc)[:300],
-                    hint="the API server and the client disagree on the object's schema",
-                ) from None
-            except (httpx2.HTTPError, ApiError) as exc:
-                code, _, _ = api_reason(exc)
-                if code is not None and code in accepted:
-                    return None
-                if not is_transient(exc) or attempt >= self.retry.attempts:
-                    raise to_backend_error(what, exc, attempts=attempt) from None
-                self._sleep(self.retry.delay(attempt, _retry_after(exc)))
+        retrying = self._retrying(what)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return fn()
+                    except (httpx2.HTTPError, ApiError) as exc:
+                        if api_reason(exc)[0] in accepted:
+                            return None
+                        raise
+        except ValueError as exc:  # msgspec: the API sent an object the models reject
+            raise BackendError(
+                f"Kubernetes API answer to {what} could not be read",
+                cause=str(exc)[:300],
+                hint="the API server and the client disagree on the object's schema",
+            ) from exc
+        except (httpx2.HTTPError, ApiError) as exc:
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _retrying(self, what: str) -> tenacity.Retrying:
+        return self.retry.retrying(what, is_transient, retry_after=_retry_after, sleep=self._sleep)
 
     # --- the verbs the backend uses -------------------------------------------
     def get(self, res: type[Any], name: str) -> Any | None:
@@ -275,20 +225,19 @@ class KubeApi:
 
     def create(self, obj: Any) -> Any:
         """Create an object; 409 and 403 stay ApiError so callers can decide (never retried)."""
-        kind = type(obj).__name__
-        name = obj.metadata.name
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self.client.create(obj, namespace=self.namespace)
-            except (httpx2.HTTPError, ApiError) as exc:
-                code, _, _ = api_reason(exc)
-                if code in (403, 409) and isinstance(exc, ApiError):
-                    raise
-                if not is_transient(exc) or attempt >= self.retry.attempts:
-                    raise to_backend_error(f"create {kind} {name}", exc, attempts=attempt) from None
-                self._sleep(self.retry.delay(attempt, _retry_after(exc)))
+        what = f"create {type(obj).__name__} {obj.metadata.name}"
+        retrying = self._retrying(what)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self.client.create(obj, namespace=self.namespace)
+        except ApiError as exc:
+            if api_reason(exc)[0] in (403, 409):
+                raise
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        except httpx2.HTTPError as exc:
+            raise to_backend_error(what, exc, attempts=_tries(retrying)) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def patch(self, res: type[Any], name: str, patch: dict[str, Any]) -> Any | None:
         """Merge-patch an object; None when it does not exist."""
@@ -308,3 +257,7 @@ class KubeApi:
             ok_statuses=(404,),
         )
         return bool(deleted)
+
+
+def _tries(retrying: tenacity.Retrying) -> int:
+    return int(retrying.statistics.get("attempt_number", 1))

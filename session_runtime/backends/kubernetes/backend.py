@@ -2,12 +2,18 @@
 
 Every fact about a session lives in the cluster — the Pod (labels, annotations,
 phase) and its token Secret — so any number of server replicas share sessions
-and a restart loses nothing. The only thing held in memory is the PodTemplate,
-cached for a few seconds because every create needs it.
+and a restart loses nothing. What is held in memory is only a cache: the
+PodTemplate (a few seconds), the token key, and the pod a create just made
+(so the wait that follows starts without reading it back).
 
-A create is at most three writes: the token Secret, the Pod, then an
-ownerReference on the Secret so deleting the Pod deletes it. Racing creates for
-one id end with one pod: the loser's 409 reads back the winner's session.
+A fresh create is at most six API requests (docs/kubernetes-backend.md): list
+the session pods (the id's pod and the live count in one answer), get the
+template (cached), create the Pod, create its token Secret with the
+ownerReference already set (no read-back, no patch), then watch the pod and its
+Events until Ready. The token is derived from the pod's uid
+(:mod:`.tokens`), so no replica ever reads a session Secret. A finished or
+failed session is replaced: deleted, waited out, created again. Racing creates
+for one id end with one pod: the loser's 409 reads back the winner's pod.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.resources.core_v1 import Pod, PodTemplate, Secret
 
 from session_runtime import naming, spec
-from session_runtime.backends.base import SessionBackend
+from session_runtime.backends.base import Diagnostic, SessionBackend
 from session_runtime.backends.kubernetes import pods
 from session_runtime.backends.kubernetes.api import (
     KubeApi,
@@ -33,9 +39,16 @@ from session_runtime.backends.kubernetes.api import (
     load_kube_config,
     to_backend_error,
 )
+from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
 from session_runtime.backends.kubernetes.reap import ActivityProbe, decide, http_activity_probe
+from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
-from session_runtime.errors import BackendError, SessionLimitError, SessionNotFoundError
+from session_runtime.errors import (
+    BackendError,
+    SessionLimitError,
+    SessionNotFoundError,
+    SettingsError,
+)
 from session_runtime.ids import validate_session_id
 from session_runtime.models import (
     BackendSession,
@@ -53,6 +66,12 @@ __all__ = ["TEMPLATE_CACHE_S", "TERMINATION_SLACK_S", "KubernetesBackend"]
 TEMPLATE_CACHE_S = 30.0
 #: Seconds beyond a pod's grace period that a re-create waits for the old pod to go.
 TERMINATION_SLACK_S = 10.0
+#: Pods kept for the wait that follows their create (creates without a wait drop out).
+_FRESH_KEPT = 256
+#: The shortest token key accepted (the stack generates 64 characters).
+_MIN_KEY_BYTES = 32
+#: States in which a session is usable or becoming so: create returns it as it is.
+_ALIVE = frozenset({SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY})
 
 
 class KubernetesBackend(SessionBackend):
@@ -94,6 +113,9 @@ class KubernetesBackend(SessionBackend):
         self._clock = clock
         self._template: tuple[float, dict[str, Any]] | None = None
         self._template_lock = threading.Lock()
+        self._key: bytes | None = None
+        #: Pods this backend just created, by id: the next wait_ready starts from them.
+        self._fresh: dict[str, Pod] = {}
 
     def close(self) -> None:
         """Close the API connections."""
@@ -119,63 +141,107 @@ class KubernetesBackend(SessionBackend):
             self._template = (time.monotonic(), manifest)
         return manifest
 
-    def _find_pod(self, session_id: str) -> Pod | None:
-        """Return the session's pod: by name, else (the default session's Deployment) by label.
+    def _token_key(self) -> bytes:
+        """Return the key tokens are derived from: the setting, else its Secret, by name."""
+        if self.settings.session_token_key is not None:
+            key = self.settings.session_token_key.get_secret_value().encode()
+            if len(key) < _MIN_KEY_BYTES:
+                raise SettingsError(
+                    "WEBSOCKET_SESSION_TOKEN_KEY is too short",
+                    cause=f"{len(key)} bytes; at least {_MIN_KEY_BYTES} are needed",
+                    hint="set it from the gamgui-session-token-key Secret (secretKeyRef)",
+                )
+            return key
+        if self._key is None:
+            name = naming.TOKEN_KEY_SECRET_NAME
+            stored = pods.secret_token(self.api.get(Secret, name), naming.TOKEN_KEY_SECRET_KEY)
+            if not stored or len(stored.encode()) < _MIN_KEY_BYTES:
+                raise BackendError(
+                    f"Secret {name!r} with the session token key is missing or too short",
+                    cause=f"no key {naming.TOKEN_KEY_SECRET_KEY!r} of at least {_MIN_KEY_BYTES} "
+                    f"bytes in namespace {self.namespace}",
+                    hint="apply the Pulumi stack (it declares the key), or set "
+                    "WEBSOCKET_SESSION_TOKEN_KEY from that Secret",
+                )
+            self._key = stored.encode()
+        return self._key
 
-        Among labelled pods the Ready one wins, then the newest; terminating pods never do.
-        """
-        pod: Pod | None = self.api.get(Pod, naming.session_pod_name(session_id))
-        if pod is not None:
-            return pod
-        labels = {**naming.session_selector(), naming.LABEL_SESSION_ID: session_id}
-        candidates = [
-            p
-            for p in self.api.list(Pod, labels=labels)
-            if p.metadata is not None and p.metadata.deletionTimestamp is None
-        ]
-        candidates.sort(key=lambda p: (pods.is_ready(p), pods.created_at(p)), reverse=True)
-        return candidates[0] if candidates else None
-
-    def _secret(self, session_id: str) -> Secret | None:
-        secret: Secret | None = self.api.get(Secret, naming.session_token_secret_name(session_id))
-        return secret
-
-    def _session(self, pod: Pod) -> BackendSession:
+    def _token(self, pod: Pod) -> str | None:
+        """Return a session pod's token: derived from its uid, or (default session) its Secret."""
         sid = pods.session_id_of(pod)
-        secret = self._secret(sid) if sid else None
-        return pods.to_backend_session(pod, secret)
+        if sid is None:
+            return None
+        if pods.is_controlled(pod):  # declared by the stack with its own token, read by name
+            return pods.secret_token(self.api.get(Secret, naming.session_token_secret_name(sid)))
+        uid = pod.metadata.uid if pod.metadata else None
+        return derive_token(self._token_key(), self.namespace, sid, uid) if uid else None
 
-    def _live_count(self) -> int:
-        return sum(
-            1
-            for p in self.api.list(Pod, labels=naming.session_selector())
-            if pods.is_live(p) and not _controlled(p)
-        )
+    def _session(self, pod: Pod, *, created: bool = False) -> BackendSession:
+        return pods.to_backend_session(pod, self._token(pod), created=created)
+
+    def _session_pods(self, session_id: str | None = None) -> builtins.list[Pod]:
+        """List session pods (of one id, or all) in one request."""
+        labels = naming.session_selector()
+        if session_id is not None:
+            labels = {**labels, naming.LABEL_SESSION_ID: session_id}
+        found: builtins.list[Pod] = self.api.list(Pod, labels=labels)
+        return found
+
+    def _find_pod(self, session_id: str) -> Pod | None:
+        """Return the session's pod (one list request)."""
+        return _pick(self._session_pods(session_id), session_id)
 
     # --- SessionBackend ----------------------------------------------------------
     def create(
         self, request: CreateRequest, progress: ProgressCallback | None = None
     ) -> BackendSession:
-        """Create the session's Secret and Pod, or return the session that already exists.
+        """Create the session's Pod and token Secret, or return the live session with that id.
+
+        A finished or failed session is replaced (deleted, waited out, created
+        again); a terminating one is waited out first. ``request.token`` is not
+        used: the token is derived from the new pod's uid (see :mod:`.tokens`).
 
         Args:
-            request: id, token, command, credentials Secret and the session limit.
-            progress: told when the pod is created.
+            request: id, command, credentials Secret and the session limit.
+            progress: told when an old pod is replaced and when the pod is created.
 
         Raises:
             SessionLimitError: the limit (or the namespace's ResourceQuota) is reached.
+            SessionStartError: a previous pod of this id did not go away in time.
             BackendError: the API refused, with its message.
         """
         sid = validate_session_id(request.session_id)
-        pod_name = naming.session_pod_name(sid)
-        existing = self._find_pod(sid)
-        if existing is not None and pods.pod_status(existing) is SessionStatus.TERMINATING:
-            self._await_gone(sid, existing)
-            existing = None
+        everyone = self._session_pods()
+        existing = _pick([p for p in everyone if pods.session_id_of(p) == sid], sid)
         if existing is not None:
-            return self._session(existing)
-        if self._live_count() >= request.max_sessions:
+            status = pods.pod_status(existing)
+            if status in _ALIVE or pods.is_controlled(existing):
+                return self._session(existing)
+            if status is not SessionStatus.TERMINATING:
+                _emit(progress, sid, "replacing", f"previous session is {status.value}: replaced")
+                self._remove(sid)
+            self._await_gone(sid, existing)
+        live = sum(1 for p in everyone if pods.is_live(p) and not pods.is_controlled(p))
+        if live >= request.max_sessions:
             raise SessionLimitError(request.max_sessions, cause="live session pods counted")
+        key = self._token_key()  # before any write: without it the pod would be useless
+        pod = self._create_pod(sid, request)
+        if pod is None:  # a racing create won: its session is ours too
+            winner = self.api.get(Pod, naming.session_pod_name(sid))
+            if winner is None:
+                raise BackendError(f"session {sid} was created and removed by another caller")
+            return self._session(winner)
+        token = self._create_token_secret(sid, pod, key)
+        with self._template_lock:
+            self._fresh[sid] = pod
+            while len(self._fresh) > _FRESH_KEPT:  # creates nobody waited for
+                self._fresh.pop(next(iter(self._fresh)))
+        _emit(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
+        return pods.to_backend_session(pod, token, created=True)
+
+    def _create_pod(self, sid: str, request: CreateRequest) -> Pod | None:
+        """Create the session Pod; None when a racing create made it first."""
+        pod_name = naming.session_pod_name(sid)
         manifest = spec.stamp_session_pod(
             self._template_manifest(),
             session_id=sid,
@@ -184,37 +250,55 @@ class KubernetesBackend(SessionBackend):
             credentials_secret=request.credentials_secret,
             created_at=self._clock(),
         )
-        secret_manifest = spec.session_token_secret(
-            sid, self.namespace, request.token.get_secret_value()
-        )
-        made_secret = self._create_secret(secret_manifest)
         try:
-            pod = self.api.create(Pod.from_dict(manifest))
+            created: Pod = self.api.create(Pod.from_dict(manifest))
         except ApiError as exc:
             code, _, message = api_reason(exc)
-            if code == 409:  # a racing create won: its session (and Secret) is ours too
-                winner = self.api.get(Pod, pod_name)
-                if winner is None:
-                    raise to_backend_error(f"create Pod {pod_name}", exc) from None
-                return self._session(winner)
-            if made_secret:
-                self.api.delete(Secret, naming.session_token_secret_name(sid))
+            if code == 409:
+                return None
             if code == 403 and "exceeded quota" in message:
-                raise SessionLimitError(request.max_sessions, cause=message) from None
-            raise to_backend_error(f"create Pod {pod_name}", exc) from None
+                raise SessionLimitError(request.max_sessions, cause=message) from exc
+            raise to_backend_error(f"create Pod {pod_name}", exc) from exc
+        return created
+
+    def _create_token_secret(self, sid: str, pod: Pod, key: bytes) -> str:
+        """Create the pod's token Secret, owned by the pod from the start; return the token.
+
+        A Secret of that name can only be left over from an earlier pod of this id
+        (its collection may lag): it is deleted and the create repeated. If the
+        Secret cannot be made, the pod is removed: a pod without a token is useless.
+        """
+        meta = pod.metadata
+        if meta is None or not meta.uid or not meta.name:
+            raise BackendError(f"created pod for session {sid} has no uid")
+        token = derive_token(key, self.namespace, sid, meta.uid)
+        manifest = spec.session_token_secret(sid, self.namespace, token)
+        manifest["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}
+        ]
+        name = manifest["metadata"]["name"]
+        try:
+            for attempt in (1, 2):
+                try:
+                    self.api.create(Secret.from_dict(manifest))
+                    return token
+                except ApiError as exc:
+                    if api_reason(exc)[0] != 409 or attempt == 2:
+                        raise to_backend_error(f"create Secret {name}", exc) from exc
+                    self.api.delete(Secret, name)
         except BackendError:
-            if made_secret:
-                self.api.delete(Secret, naming.session_token_secret_name(sid))
+            self.api.delete(Pod, meta.name)
             raise
-        self._own_secret(sid, pod)
-        if progress is not None:
-            progress(
-                ProgressEvent(session_id=sid, phase="created", message=f"pod {pod_name} created")
-            )
-        return self._session(pod)
+        raise AssertionError("unreachable")
+
+    def _remove(self, sid: str) -> bool:
+        """Delete the session's Pod and token Secret; True when either existed."""
+        removed_pod = self.api.delete(Pod, naming.session_pod_name(sid))
+        removed_secret = self.api.delete(Secret, naming.session_token_secret_name(sid))
+        return removed_pod or removed_secret
 
     def _await_gone(self, session_id: str, pod: Pod) -> None:
-        """Wait out a closed session's terminating pod before its id is used again."""
+        """Wait out a session's terminating pod before its id is used again."""
         meta = pod.metadata
         if meta is None or not meta.name:
             return
@@ -223,30 +307,12 @@ class KubernetesBackend(SessionBackend):
             session_id, meta.name, meta.resourceVersion, float(grace) + TERMINATION_SLACK_S
         )
 
-    def _create_secret(self, manifest: dict[str, Any]) -> bool:
-        """Create the token Secret; False if it already existed (a racing create made it)."""
-        name = manifest["metadata"]["name"]
-        try:
-            self.api.create(Secret.from_dict(manifest))
-        except ApiError as exc:
-            if api_reason(exc)[0] == 409:
-                return False
-            raise to_backend_error(f"create Secret {name}", exc) from None
-        return True
-
-    def _own_secret(self, session_id: str, pod: Pod) -> None:
-        """Make the Pod the owner of the token Secret, so the cluster deletes it with the Pod."""
-        meta = pod.metadata
-        if meta is None or not meta.uid:
-            raise BackendError(f"created pod for session {session_id} has no uid")
-        owner = {"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}
-        patch = {"metadata": {"ownerReferences": [owner]}}
-        self.api.patch(Secret, naming.session_token_secret_name(session_id), patch)
-
     def wait_ready(
         self, session_id: str, timeout: float, progress: ProgressCallback | None = None
     ) -> BackendSession:
         """Watch the session's pod until Ready (phase one of readiness).
+
+        Right after this backend created the pod, the wait starts from it (no read).
 
         Args:
             session_id: the session.
@@ -255,10 +321,13 @@ class KubernetesBackend(SessionBackend):
 
         Raises:
             SessionNotFoundError: no such session.
-            SessionStartError: it failed (with the reason), vanished, or timed out.
+            SessionStartError: it failed (with the reason), finished, vanished, or timed out.
         """
         sid = validate_session_id(session_id)
-        found = self._find_pod(sid)
+        with self._template_lock:
+            found = self._fresh.pop(sid, None)
+        if found is None:
+            found = self._find_pod(sid)
         if found is None or found.metadata is None or not found.metadata.name:
             raise SessionNotFoundError(f"session {sid} does not exist")
         if pods.is_ready(found):
@@ -273,17 +342,9 @@ class KubernetesBackend(SessionBackend):
         return self._session(pod) if pod is not None else None
 
     def list(self) -> builtins.list[BackendSession]:
-        """Return every session pod in the namespace with its token, oldest first."""
-        secrets = {
-            pods.session_id_of(s): s
-            for s in self.api.list(Secret, labels=naming.session_selector())
-        }
-        sessions = [
-            pods.to_backend_session(p, secrets.get(pods.session_id_of(p)))
-            for p in self.api.list(Pod, labels=naming.session_selector())
-            if pods.session_id_of(p)
-        ]
-        return sorted(sessions, key=lambda s: s.created_at)
+        """Return every session pod in the namespace with its token, oldest first (then by id)."""
+        sessions = [self._session(p) for p in self._session_pods() if pods.session_id_of(p)]
+        return sorted(sessions, key=lambda s: (s.created_at, s.session_id))
 
     def delete(self, session_id: str) -> bool:
         """Delete the pod and the token Secret; a 404 for either is success.
@@ -296,20 +357,28 @@ class KubernetesBackend(SessionBackend):
                 Deployment); closing it is the stack's job, not the runtime's.
         """
         sid = validate_session_id(session_id)
+        with self._template_lock:
+            self._fresh.pop(sid, None)
         found = self._find_pod(sid)
-        if found is not None and _controlled(found):
+        if found is not None and pods.is_controlled(found):
             raise BackendError(
                 f"session {sid} is managed by a Deployment and cannot be closed here",
                 hint="it is declared by the Pulumi stack; change it there",
             )
-        removed_pod = self.api.delete(Pod, naming.session_pod_name(sid))
-        removed_secret = self.api.delete(Secret, naming.session_token_secret_name(sid))
-        return removed_pod or removed_secret
+        return self._remove(sid)
+
+    def diagnostics(self, settings: WebSocketSettings) -> builtins.list[Diagnostic]:
+        """Return doctor's cluster checks, asked as this backend's identity."""
+        return cluster_diagnostics(settings, self.api)
 
     def reap(
         self, *, idle_timeout: float, max_lifetime: float, now: datetime, dry_run: bool = False
     ) -> builtins.list[ReapedSession]:
-        """Remove finished, expired and idle session pods and orphaned token Secrets.
+        """Remove finished, expired and idle session pods.
+
+        Token Secrets are owned by their pods from the moment they exist, so the
+        cluster's garbage collector removes them with the pod; the runtime may
+        not list Secrets and does not need to.
 
         Args:
             idle_timeout: seconds without agent activity before a session is idle.
@@ -318,8 +387,8 @@ class KubernetesBackend(SessionBackend):
             dry_run: decide and report, remove nothing.
         """
         decisions = decide(
-            self.api.list(Pod, labels=naming.session_selector()),
-            self.api.list(Secret, labels=naming.session_selector()),
+            self._session_pods(),
+            [],
             now=now,
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
@@ -328,11 +397,8 @@ class KubernetesBackend(SessionBackend):
         reaped = []
         for decision in decisions:
             removed = False
-            if not dry_run:
-                if decision.kind == "pod":
-                    removed = self.delete(decision.session_id)
-                else:
-                    removed = self.api.delete(Secret, decision.name)
+            if not dry_run and decision.kind == "pod":
+                removed = self.delete(decision.session_id)
             reaped.append(
                 ReapedSession(
                     session_id=decision.session_id, reason=decision.reason, removed=removed
@@ -341,6 +407,21 @@ class KubernetesBackend(SessionBackend):
         return reaped
 
 
-def _controlled(pod: Pod) -> bool:
-    owners = (pod.metadata.ownerReferences if pod.metadata else None) or []
-    return any(o.controller for o in owners)
+def _pick(candidates: builtins.list[Pod], session_id: str) -> Pod | None:
+    """Return the id's pod: the one named for it, else (the default session's
+    Deployment) the Ready one, then the newest; terminating labelled pods never win.
+    """
+    named = naming.session_pod_name(session_id)
+    for pod in candidates:
+        if pod.metadata is not None and pod.metadata.name == named:
+            return pod
+    alive = [
+        p for p in candidates if p.metadata is not None and p.metadata.deletionTimestamp is None
+    ]
+    alive.sort(key=lambda p: (pods.is_ready(p), pods.created_at(p)), reverse=True)
+    return alive[0] if alive else None
+
+
+def _emit(progress: ProgressCallback | None, sid: str, phase: str, message: str) -> None:
+    if progress is not None:
+        progress(ProgressEvent(session_id=sid, phase=phase, message=message))

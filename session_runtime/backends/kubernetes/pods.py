@@ -23,6 +23,7 @@ __all__ = [
     "condition_lines",
     "created_at",
     "failure_reason",
+    "is_controlled",
     "is_live",
     "is_ready",
     "pod_status",
@@ -149,17 +150,17 @@ def created_at(obj: Pod | Secret) -> datetime:
     return datetime.now(UTC)
 
 
-def secret_token(secret: Secret | None) -> str | None:
-    """Return the token stored in a session's Secret (never logged), or None."""
+def secret_token(secret: Secret | None, key: str = naming.TOKEN_SECRET_KEY) -> str | None:
+    """Return the value under ``key`` (the token) of a Secret (never logged), or None."""
     if secret is None:
         return None
-    raw = (secret.data or {}).get(naming.TOKEN_SECRET_KEY)
+    raw = (secret.data or {}).get(key)
     if raw:
         try:
             return base64.b64decode(raw, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
-    plain = (secret.stringData or {}).get(naming.TOKEN_SECRET_KEY)
+    plain = (secret.stringData or {}).get(key)
     return str(plain) if plain else None
 
 
@@ -172,17 +173,17 @@ def agent_port_of(pod: Pod) -> int:
     return naming.AGENT_PORT
 
 
-def to_backend_session(pod: Pod, secret: Secret | None) -> BackendSession:
-    """Build the runtime's view of a session from its pod and token Secret.
+def to_backend_session(pod: Pod, token: str | None, *, created: bool = False) -> BackendSession:
+    """Build the runtime's view of a session from its pod and token.
 
     Args:
         pod: the session pod.
-        secret: its token Secret, or None when it is missing.
+        token: its token, or None when it cannot be had (the reason says so).
+        created: the caller's create started this pod.
     """
     agent_port = agent_port_of(pod)
     annotations = (pod.metadata.annotations if pod.metadata else None) or {}
     ip = pod.status.podIP if pod.status else None
-    token = secret_token(secret)
     reason = failure_reason(pod)
     if token is None:
         reason = reason or "token Secret missing"
@@ -195,4 +196,11 @@ def to_backend_session(pod: Pod, secret: Secret | None) -> BackendSession:
         credentials_secret=annotations.get(naming.ANNOTATION_CREDENTIALS_SECRET),
         agent_address=f"{ip}:{agent_port}" if ip else None,
         reason=reason,
+        created=created,
     )
+
+
+def is_controlled(pod: Pod) -> bool:
+    """Return True for a pod run by a controller (the default session's Deployment)."""
+    owners = (pod.metadata.ownerReferences if pod.metadata else None) or []
+    return any(o.controller for o in owners)

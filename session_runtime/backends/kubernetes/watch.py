@@ -4,9 +4,9 @@ Two watches run side by side on one async client: the pod itself and the Events
 about it. Every new condition or container state and every Event becomes a
 :class:`~session_runtime.models.ProgressEvent`. The wait ends on Ready, fails fast
 on a reason that will not fix itself (:func:`pods.failure_reason`), and gives up
-at the deadline. Before it returns or fails it lists the pod's Events once more,
-so the progress a caller shows is complete and in order whichever stream was
-read first.
+at the deadline. Before it returns or fails it reports the Events already
+received; it does not list them again (each request counts: a create is at
+most six).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import httpx2
@@ -28,7 +28,12 @@ from session_runtime.backends.kubernetes.api import RetryPolicy, is_transient, t
 from session_runtime.errors import SessionStartError
 from session_runtime.models import ProgressCallback, ProgressEvent
 
-__all__ = ["PodWatcher", "run_sync"]
+__all__ = ["EVENTS_DRAIN_MAX_S", "EVENTS_SETTLE_S", "PodWatcher", "run_sync"]
+
+#: After the outcome, Events are still read until the stream is quiet this long ...
+EVENTS_SETTLE_S = 0.1
+#: ... but never longer than this.
+EVENTS_DRAIN_MAX_S = 0.5
 
 T = TypeVar("T")
 
@@ -109,19 +114,14 @@ class PodWatcher:
         the response starts ends its generator, so it is reopened here (the
         tracker drops the repeated objects a fresh watch lists again).
         """
-        failures = 0
-        while True:
-            try:
-                async for kind, obj in source():
-                    failures = 0
-                    await queue.put((tag, kind, obj))
-                return
-            except (httpx2.HTTPError, OSError) as exc:
-                failures += 1
-                if not is_transient(exc) or failures >= self.retry.attempts:
-                    await queue.put(("error", tag, exc))
-                    return
-                await asyncio.sleep(self.retry.delay(failures))
+        retrying = self.retry.async_retrying(f"watch {tag}", is_transient)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async for kind, obj in source():
+                        await queue.put((tag, kind, obj))
+        except (httpx2.HTTPError, OSError) as exc:
+            await queue.put(("error", tag, exc))
 
     async def _wait(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
@@ -133,16 +133,6 @@ class PodWatcher:
             trust_env=self.trust_env,
         )
         tracker = _Tracker(session_id, progress)
-
-        async def catch_up_events() -> None:
-            events = [
-                e
-                async for e in client.list(
-                    Event, namespace=self.namespace, fields={"involvedObject.name": pod_name}
-                )
-            ]
-            for event in sorted(events, key=_event_key):
-                tracker.event(event)
 
         queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         tasks = [
@@ -166,7 +156,7 @@ class PodWatcher:
                         continue
                     outcome = tracker.pod(kind, obj)
                     if outcome is not None:
-                        await self._guarded(catch_up_events)
+                        await _drain_events(queue, tracker)
                         return tracker.finish(obj, outcome)
         except TimeoutError:
             raise SessionStartError(
@@ -242,11 +232,24 @@ class PodWatcher:
             on_error=self._on_error,
         )
 
-    @staticmethod
-    async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:
-        """Best effort: a failed catch-up must not hide the real outcome."""
-        with contextlib.suppress(httpx2.HTTPError, OSError):
-            await fn()
+
+async def _drain_events(queue: asyncio.Queue[tuple[str, str, Any]], tracker: _Tracker) -> None:
+    """Report the Events still arriving on the open watch, without another request.
+
+    The kubelet writes a pod's Events before the status they explain, but the two
+    watches are separate streams: the Events stream may be a moment behind. It is
+    read until it has been quiet for :data:`EVENTS_SETTLE_S` (at most
+    :data:`EVENTS_DRAIN_MAX_S`); listing the Events again would cost a request.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EVENTS_DRAIN_MAX_S
+    while (left := deadline - loop.time()) > 0:
+        try:
+            tag, kind, obj = await asyncio.wait_for(queue.get(), min(EVENTS_SETTLE_S, left))
+        except TimeoutError:
+            return
+        if tag == "event" and kind != "DELETED":
+            tracker.event(obj)
 
 
 class _Tracker:

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from session_runtime import naming
-from session_runtime.backends.base import SessionBackend
+from session_runtime.backends.base import CheckResult, Diagnostic, SessionBackend
 from session_runtime.backends.local import dns
 from session_runtime.backends.local.identity import (
     Identity,
@@ -58,8 +58,14 @@ from session_runtime.models import (
     ReapedSession,
     SessionStatus,
 )
+from session_runtime.settings import WebSocketSettings
 
-__all__ = ["LocalBackend", "agent_health", "default_gam_bin", "require_running_stack"]
+__all__ = [
+    "LocalBackend",
+    "agent_health",
+    "default_gam_bin",
+    "require_running_stack",
+]
 
 #: Host numbers handed to sessions inside the stack's loopback /24.
 _HOST_NUMBERS = range(2, 255)
@@ -136,7 +142,11 @@ def _stopped_cleanly(log: Path) -> bool:
             tail = handle.read().decode("utf-8", "replace")
     except OSError:
         return False
-    return any('"event": "stopped"' in line for line in tail.splitlines()[-3:])
+    lines = tail.splitlines()
+    # The log is appended to by every agent this id ever had: only the last one counts.
+    starts = [i for i, line in enumerate(lines) if '"event": "listening"' in line]
+    own = lines[starts[-1] :] if starts else lines[-3:]
+    return any('"event": "stopped"' in line for line in own[-3:])
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
@@ -325,6 +335,54 @@ class LocalBackend(SessionBackend):
             )
         return reaped
 
+    def endpoints(self, settings: WebSocketSettings) -> WebSocketSettings:
+        """Point the proxy URL and connection template at the running local stack.
+
+        The stack's proxy listens on a port chosen when it started, so the URLs
+        come from its state directory unless the environment set them explicitly
+        (pydantic's ``model_fields_set``). When the stack is not running, the
+        settings are returned unchanged.
+
+        Args:
+            settings: the runtime's settings.
+        """
+        explicit = settings.model_fields_set
+        if {"proxy_service_url", "session_connection_template"} <= explicit:
+            return settings
+        proxy_url = self._proxy_url()
+        if proxy_url is None:
+            return settings
+        base = proxy_url.rstrip("/")
+        ws_base = "ws://" + base.split("://", 1)[1]
+        update: dict[str, object] = {}
+        if "proxy_service_url" not in explicit:
+            update["proxy_service_url"] = base
+        if "session_connection_template" not in explicit:
+            update["session_connection_template"] = ws_base + settings.session_path_template
+        return settings.model_copy(update=update)
+
+    def _proxy_url(self) -> str | None:
+        from session_runtime.backends.local.stack import LocalStack  # noqa: PLC0415 - a cycle
+
+        return LocalStack(self.state.root).proxy_url()
+
+    def preflight(self) -> None:
+        """Raise unless the local stack's resolver and proxy are running.
+
+        Raises:
+            BackendUnavailableError: naming ``gamgui-session local up``.
+        """
+        require_running_stack(self.state)
+
+    def diagnostics(self, settings: WebSocketSettings) -> builtins.list[Diagnostic]:
+        """Return doctor's one local check: the stack (nginx and dnsmasq) runs."""
+
+        def local_stack() -> CheckResult:
+            require_running_stack(self.state)  # raises with the fix when it is down
+            return True, f"running; proxy at {self._proxy_url()}", None
+
+        return [Diagnostic("local-stack", local_stack, gate=True)]
+
     # --- used by LocalStack -----------------------------------------------------------
     def create_default(self, token: str, progress: ProgressCallback | None = None) -> None:
         """Start the always-available default session (no limit, no idle timeout).
@@ -370,7 +428,7 @@ class LocalBackend(SessionBackend):
             self._sync_dns(stack)
         self._await_dns(stack, sid, address)
         _emit(progress, sid, "registered", f"{sid}.{stack.session_domain} -> {address}")
-        return self._to_backend(record, SessionStatus.STARTING)
+        return self._to_backend(record, SessionStatus.STARTING).model_copy(update={"created": True})
 
     def _running_stack(self) -> StackRecord:
         return require_running_stack(self.state)

@@ -15,7 +15,12 @@ from pathlib import Path
 
 from session_runtime.backends.local.processes import find_system_binary
 from session_runtime.errors import BackendError
-from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT, NginxConfig, render_nginx_conf
+from session_runtime.nginx import (
+    DEFAULT_CONNECTIONS_PER_CLIENT,
+    RESOLVER_VALID_S,
+    NginxConfig,
+    render_nginx_conf,
+)
 
 __all__ = [
     "PROXY_LISTEN_ADDRESS",
@@ -27,8 +32,6 @@ __all__ = [
 ]
 
 PROXY_LISTEN_ADDRESS = "127.0.0.1"
-#: Local resolver answers are re-asked after a second, so a re-created session is found.
-_LOCAL_RESOLVER_VALID_S = 1
 
 
 def find_nginx() -> str:
@@ -68,7 +71,8 @@ def local_nginx_config(
         listen_address=PROXY_LISTEN_ADDRESS,
         listen_port=port,
         resolver=f"127.0.0.1:{dns_port}",
-        resolver_valid_s=_LOCAL_RESOLVER_VALID_S,
+        # The cluster's default (1 s) too: a re-created session is found at once.
+        resolver_valid_s=RESOLVER_VALID_S,
         resolver_timeout_s=2,
         session_domain=session_domain,
         connect_timeout_s=2,
