@@ -558,8 +558,10 @@ def test_real_gam_batch_reads_its_commands_from_stdin(mode: GamMode, tmp_path: P
             )
             task = asyncio.create_task(run.run())
             await wait_for(lambda: run.pid is not None)
+            # Two lines GAM runs in parallel pool workers (neither writes gam.cfg:
+            # concurrent writers and readers of it race inside GAM itself).
             await run.write_stdin("gam version simple\n")
-            await run.write_stdin("gam config domain stdin.example save\n")
+            await run.write_stdin("gam version simple\n")
             run.close_stdin()
             return await task, sink
         finally:
@@ -568,5 +570,6 @@ def test_real_gam_batch_reads_its_commands_from_stdin(mode: GamMode, tmp_path: P
     outcome, sink = asyncio.run(scenario())
     assert outcome.code == 0, sink.text()
     assert outcome.gam_mode == mode
-    assert re.search(r"^7\.\d+", sink.text("stdout"), re.MULTILINE)
-    assert "domain = stdin.example" in (tmp_path / "gam.cfg").read_text()
+    # `version simple` prints no newline: the two outputs run together.
+    assert len(re.findall(r"7\.\d+\.\d\d", sink.text("stdout"))) == 2, sink.text()
+    assert "Processing item 2/2" in sink.text("stderr")
