@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -519,3 +520,56 @@ def test_cancel_right_after_start_is_a_sigterm_that_reaches_the_process(
     outcome = asyncio.run(scenario())
     assert outcome.cancelled
     assert outcome.code == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_gam_batch_reads_its_commands_from_stdin(mode: GamMode, tmp_path: Path) -> None:
+    from session_runtime.agent.launcher import find_python_gam
+    from session_runtime.agent.session import gam_environment
+    from tests.support.agents import real_gam_bin
+
+    gam = real_gam_bin()
+    if find_python_gam(gam) is None:
+        pytest.skip("the gam7 package is not installed")
+    config = AgentConfig(
+        session_id="batch",
+        token=TOKEN,
+        gam_bin=gam,
+        gam_config_dir=tmp_path,
+        gam_mode=mode,
+    )
+
+    async def scenario() -> tuple[RunOutcome, Collected]:
+        launcher = GamLauncher(config)
+        await launcher.start()
+        try:
+            if mode == "warm":
+                await wait_for(lambda: launcher.mode == "warm")
+            sink = Collected()
+            env = {**gam_environment(config), "PYTHONUNBUFFERED": "1"}
+            run = CommandRun(
+                [gam, "batch", "-"],
+                sink,
+                env=env,
+                cwd=tmp_path,
+                kill_grace_s=2,
+                stdin=True,
+                launcher=launcher,
+            )
+            task = asyncio.create_task(run.run())
+            await wait_for(lambda: run.pid is not None)
+            # Two lines GAM runs in parallel pool workers (neither writes gam.cfg:
+            # concurrent writers and readers of it race inside GAM itself).
+            await run.write_stdin("gam version simple\n")
+            await run.write_stdin("gam version simple\n")
+            run.close_stdin()
+            return await task, sink
+        finally:
+            await launcher.close()
+
+    outcome, sink = asyncio.run(scenario())
+    assert outcome.code == 0, sink.text()
+    assert outcome.gam_mode == mode
+    # `version simple` prints no newline: the two outputs run together.
+    assert len(re.findall(r"7\.\d+\.\d\d", sink.text("stdout"))) == 2, sink.text()
+    assert "Processing item 2/2" in sink.text("stderr")
