@@ -6,7 +6,8 @@ right — another image, a hostPath, a mount of the token key or of another
 Secret in the token's place. The policy (``admissionregistration.k8s.io/v1``,
 Kubernetes >= 1.30) matches pod creates by the runtime's ServiceAccount only and
 admits them only when they look like the template stamped for a session: the
-template's image in every container, no init or ephemeral containers, only the
+template's image in every container, no init containers but the template's
+token hand-off (same image, same command) and no ephemeral containers, only the
 template's volumes (Secrets and emptyDirs), the token volume holding the
 session's own token Secret, never the token key, the session labels and name,
 the sessions' ServiceAccount without a token, and a hard lifetime. Every
@@ -66,7 +67,12 @@ def session_pod_validations(cfg: StackConfig) -> list[dict[str, str]]:
         created_at=datetime(2000, 1, 1, tzinfo=UTC),
     )
     spec = stamped["spec"]
-    (image,) = {c["image"] for c in spec["containers"]}
+    (image,) = {c["image"] for c in [*spec["containers"], *spec.get("initContainers", [])]}
+    inits = spec.get("initContainers", [])
+    init_names = ", ".join(_quote(c["name"]) for c in inits)
+    init_commands = " || ".join(
+        "c.command == [" + ", ".join(_quote(arg) for arg in c["command"]) + "]" for c in inits
+    )
     volumes = ", ".join(_quote(v["name"]) for v in spec["volumes"])
     labels = "object.metadata.labels"
     sid = f"{labels}[{_quote(naming.LABEL_SESSION_ID)}]"
@@ -78,13 +84,18 @@ def session_pod_validations(cfg: StackConfig) -> list[dict[str, str]]:
     token_secret = f"{_quote(secret_before)} + {sid} + {_quote(secret_after)}"
     return [
         {
-            "expression": f"object.spec.containers.all(c, c.image == {_quote(image)})",
+            "expression": f"object.spec.containers.all(c, c.image == {_quote(image)}) && "
+            "(!has(object.spec.initContainers) || "
+            f"object.spec.initContainers.all(c, c.image == {_quote(image)}))",
             "message": "session pods run the session image only",
         },
         {
-            "expression": "!has(object.spec.initContainers) && "
+            "expression": "(!has(object.spec.initContainers) || "
+            f"object.spec.initContainers.all(c, c.name in [{init_names}] && "
+            f"({init_commands or 'false'}))) && "
             "!has(object.spec.ephemeralContainers)",
-            "message": "session pods have no init or ephemeral containers",
+            "message": "session pods have no init containers but the token hand-off, "
+            "and no ephemeral containers",
         },
         {
             "expression": f"object.spec.volumes.all(v, v.name in [{volumes}] && "

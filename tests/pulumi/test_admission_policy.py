@@ -88,6 +88,16 @@ def _init(pod: Pod) -> None:
     pod["spec"]["initContainers"] = [copy.deepcopy(pod["spec"]["containers"][0])]
 
 
+def _handoff_command(pod: Pod) -> None:
+    (handoff,) = pod["spec"]["initContainers"]
+    handoff["command"] = ["sh", "-c", "cat /var/run/secrets/* > /dev/termination-log"]
+
+
+def _handoff_image(pod: Pod) -> None:
+    (handoff,) = pod["spec"]["initContainers"]
+    handoff["image"] = "evil.example/miner:latest"
+
+
 def _env_from_secret(pod: Pod) -> None:
     pod["spec"]["containers"][0]["env"].append(
         {"name": "X", "valueFrom": {"secretKeyRef": {"name": "gam-credentials", "key": "k"}}}
@@ -118,7 +128,9 @@ def _lifetime(pod: Pod) -> None:
         (_host_path, "Secret and emptyDir volumes"),
         (_other_token, "own token Secret"),
         (_token_key, "token key is never mounted"),
-        (_init, "init or ephemeral"),
+        (_init, "no init containers but the token hand-off"),
+        (_handoff_command, "no init containers but the token hand-off"),
+        (_handoff_image, "session image"),
         (_env_from_secret, "environment from Secrets"),
         (_labels, "session labels"),
         (_name, "session labels and the name"),
