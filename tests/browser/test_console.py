@@ -16,7 +16,7 @@ import pytest
 
 from session_runtime import cli
 from session_runtime.cli.local import stack_env
-from session_runtime.console import console_url
+from session_runtime.console import console_dir_for, console_url, missing_vendor_files
 from session_runtime.ids import DEFAULT_SESSION_ID
 from tests.browser.conftest import ConsoleStack, FakeSession, restart_nginx, start_fake_session
 from tests.support.local_stack import LogCursor, running_stack
@@ -121,6 +121,9 @@ def test_a_proxy_restart_mid_command_reconnects_and_loses_and_repeats_nothing(
     tmp_path: Path, page: Page
 ) -> None:
     with running_stack(tmp_path / "stack", default_session=False) as stack:
+        missing = missing_vendor_files(console_dir_for(stack.state.root))
+        if missing:
+            pytest.skip(f"the console lacks {', '.join(missing)} (scripts/bootstrap.sh)")
         session = start_fake_session(stack, tmp_path)
         open_ready(page, session.url)
         marker = type_line(page, "ticks 30 0.1")
