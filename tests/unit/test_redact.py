@@ -34,7 +34,8 @@ CORPUS: list[tuple[str, list[str]]] = [
     ("gam update user i@example.com new_password Under1", ["Under1"]),
     (
         "gam user j@example.com add sendas j@alias.org name J smtpmsa.host smtp.alias.org "
-        "smtpmsa.port 587 smtpmsa.username j smtpmsa.password SmtpPw1 smtpmsa.securitymode starttls",
+        "smtpmsa.port 587 smtpmsa.username j smtpmsa.password SmtpPw1 "
+        "smtpmsa.securitymode starttls",
         ["SmtpPw1"],
     ),
     ("gam user k@example.com add smime file cert.p12 password P12pass default", ["P12pass"]),
@@ -62,7 +63,8 @@ CORPUS: list[tuple[str, list[str]]] = [
     ("gam some future command password=AssignPw1 x", ["AssignPw1"]),
     ("gam other thing --api-key:AK-77", ["AK-77"]),
     (
-        'gam update user m@example.com json \'{"password": "JsonPw1", "name": {"givenName": "M"}}\'',
+        "gam update user m@example.com json "
+        '\'{"password": "JsonPw1", "name": {"givenName": "M"}}\'',
         ["JsonPw1"],
     ),
     (
