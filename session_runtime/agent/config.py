@@ -61,6 +61,8 @@ class AgentConfig(BaseModel):
     kill_grace_s: float = 5.0
     #: Bytes of the initial command's output kept for replay to new clients.
     replay_bytes: int = 1024 * 1024
+    #: A file audit lines are appended to, besides stdout (the local stack sets it).
+    audit_file: Path | None = None
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -168,6 +170,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     token = _token(env)
     credentials = env.get(naming.ENV_CREDENTIALS_DIR, "").strip()
     initial = env.get(naming.ENV_SESSION_COMMAND, "").strip()
+    audit_file = env.get(naming.ENV_AUDIT_FILE, "").strip()
     return AgentConfig(
         session_id=session_id,
         token=token,
@@ -182,4 +185,5 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         max_connections=_count(
             env, naming.ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT
         ),
+        audit_file=Path(audit_file) if audit_file else None,
     )
