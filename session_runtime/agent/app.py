@@ -21,6 +21,7 @@ from session_runtime.agent.credentials import copy_credentials
 from session_runtime.agent.log import log_event
 from session_runtime.agent.server import SessionServer
 from session_runtime.agent.session import Session
+from session_runtime.agent.telemetry import build_telemetry
 from session_runtime.errors import SettingsError
 from session_runtime.protocol import (
     MAX_MESSAGE_BYTES,
@@ -41,8 +42,9 @@ async def run_agent(config: AgentConfig) -> int:
         config: the validated configuration.
     """
     copied = copy_credentials(config.credentials_dir, config.gam_config_dir)
+    telemetry = build_telemetry(config)
     session = Session(config, copied)
-    server = SessionServer(session)
+    server = SessionServer(session, telemetry.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from http import HTTPStatus
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -24,6 +25,7 @@ from websockets.typing import Subprotocol
 from session_runtime import naming
 from session_runtime.agent import AGENT_VERSION
 from session_runtime.agent.log import log_event
+from session_runtime.agent.metrics import metrics_response
 from session_runtime.agent.runner import SinkGone
 from session_runtime.agent.session import Send, Session, SessionBusy
 from session_runtime.protocol import (
@@ -89,10 +91,12 @@ class SessionServer:
 
     Args:
         session: the shared session state.
+        registry: the metrics ``/metrics`` serves (an empty registry when None).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, registry: CollectorRegistry | None = None) -> None:
         self.session = session
+        self.registry = registry if registry is not None else CollectorRegistry()
         self._path = naming.session_path(session.config.session_id)
         self._token = session.config.token.get_secret_value().encode()
 
@@ -128,6 +132,8 @@ class SessionServer:
         path = request.path.split("?", 1)[0]
         if path == naming.HEALTH_PATH:
             return json_response(HTTPStatus.OK, self.health())
+        if path == naming.METRICS_PATH:  # like health: no token, not activity
+            return metrics_response(self.registry)
         if path != self._path:
             log_event("rejected", level="warning", status=404, reason="path")
             return _error(HTTPStatus.NOT_FOUND, "not_found", "no such session on this agent")
