@@ -69,7 +69,8 @@ BLOCKED_EGRESS_CIDRS = (
     "192.168.0.0/16",
 )
 #: Exactly what the runtime does: create/watch/delete session pods and their token
-#: Secrets, read events for progress, read the template.
+#: Secrets, read events for progress (and record why the reaper deletes a pod), read
+#: the template.
 RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (
     {
         "apiGroups": [""],
@@ -82,7 +83,7 @@ RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (
         "resources": ["secrets"],
         "verbs": ["get", "list", "create", "delete", "patch"],
     },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch", "create"]},
     {
         "apiGroups": [""],
         "resources": ["podtemplates"],

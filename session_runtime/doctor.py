@@ -36,7 +36,7 @@ __all__ = [
 RBAC_NEEDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pods", ("create", "get", "list", "watch", "delete")),
     ("secrets", ("create", "get", "list", "patch", "delete")),
-    ("events", ("list", "watch")),
+    ("events", ("create", "list", "watch")),
     ("podtemplates", ("get",)),
 )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from session_runtime.audit import log_audit
 from session_runtime.errors import (
     CommandTimeoutError,
     HandshakeRejectedError,
@@ -31,6 +32,7 @@ from session_runtime.errors import (
     SessionUnauthorizedError,
 )
 from session_runtime.ids import generate_session_id, validate_session_id
+from session_runtime.metrics import RuntimeMetrics, timed_create
 from session_runtime.models import (
     BackendSession,
     CommandResult,
@@ -124,6 +126,8 @@ class SessionManager:
         backend: where sessions live (``backends.get_backend(settings)``).
         connector: how to open a WebSocket connection; tests swap it.
         preflight: raises when the backend's infrastructure is known to be down.
+        metrics: where creates, retries and reaps are counted (``metrics.registry`` is
+            what a server mounts); a fresh registry when None.
     """
 
     def __init__(
@@ -133,9 +137,11 @@ class SessionManager:
         *,
         connector: Connector | None = None,
         preflight: Callable[[], None] | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
+        self.metrics = metrics or RuntimeMetrics(backend)
         self.connector: Connector = connector or _open_connection
         self._preflight = preflight
 
@@ -200,6 +206,7 @@ class SessionManager:
         return session
 
     # --- public API ----------------------------------------------------------
+    @timed_create
     def create_session(
         self,
         session_id: str | None = None,
@@ -287,6 +294,7 @@ class SessionManager:
                             message="waiting for the proxy to reach the session",
                         )
                     )
+                self.metrics.handshake_retried()
                 time.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY_S)
                 continue
@@ -366,9 +374,13 @@ class SessionManager:
             dry_run: report what would be removed, remove nothing.
         """
         self._check_enabled()
-        return self.backend.reap(
+        reaped = self.backend.reap(
             idle_timeout=self.settings.idle_timeout,
             max_lifetime=self.settings.max_lifetime,
             now=datetime.now(UTC),
             dry_run=dry_run,
         )
+        self.metrics.reaped(reaped)
+        for r in reaped:
+            log_audit("reap", r.session_id, **r.model_dump(mode="json", exclude={"session_id"}))
+        return reaped

@@ -142,5 +142,9 @@ def _reap(args: argparse.Namespace) -> int:
         print("nothing to reap")
     for r in reaped:
         verb = "removed" if r.removed else "would remove"
-        print(f"{verb} {r.session_id}: {r.reason}")
+        code = r.reason_code.value
+        why = r.reason if r.reason.startswith(code) else f"{code}: {r.reason}"
+        if r.idle_since is not None and "idle since" not in why:
+            why += f" (idle since {r.idle_since:%Y-%m-%dT%H:%M:%SZ})"
+        print(f"{verb} {r.session_id}: {why}")
     return EXIT_OK
