@@ -11,7 +11,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from session_runtime import naming
 from session_runtime.backends.kubernetes import RetryPolicy
 from session_runtime.backends.kubernetes.api import KubeApi
-from session_runtime.doctor import DoctorReport, run_doctor
+from session_runtime.doctor import RBAC_NEEDS, DoctorReport, run_doctor
 from session_runtime.manager import SessionManager
 from tests.kubernetes.conftest import NAMESPACE, request, seed_cluster
 from tests.kubernetes.harness import KubeCluster, emulated_cluster
@@ -83,7 +83,8 @@ def test_a_healthy_stack_passes_every_check_in_order_and_the_round_trip(
     assert [c.name for c in report.checks] == [*ORDER, "test-session"]
     assert report.ok, report.render()
     assert report.exit_code == 0
-    assert "all 13 verbs allowed" in _line(report, "rbac")[1]
+    verbs = sum(len(v) for _, v in RBAC_NEEDS)
+    assert f"all {verbs} verbs allowed" in _line(report, "rbac")[1]
     assert "pods=5 (Terminating scope)" in _line(report, "resource-quota")[1]
     assert "1/2 replicas ready" in _line(report, "proxy")[1]
     assert "'version' exited 0" in _line(report, "default-session")[1]
