@@ -13,12 +13,14 @@ import contextlib
 import signal
 import sys
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import serve
 
 from session_runtime.agent import AGENT_VERSION
 from session_runtime.agent.config import AgentConfig, load_config
 from session_runtime.agent.credentials import copy_credentials
 from session_runtime.agent.log import log_event
+from session_runtime.agent.observe import AgentObserver
 from session_runtime.agent.server import SessionServer
 from session_runtime.agent.session import Session
 from session_runtime.agent.telemetry import build_telemetry
@@ -33,18 +35,25 @@ from session_runtime.protocol import (
 __all__ = ["main", "run_agent"]
 
 _IDLE_TICK_S = 1.0
+#: Seconds the shutdown waits for attached clients to be sent a cancelled command's exit.
+_DRAIN_TIMEOUT_S = 2.0
 
 
-async def run_agent(config: AgentConfig) -> int:
+async def run_agent(
+    config: AgentConfig,
+    observer: AgentObserver | None = None,
+    registry: CollectorRegistry | None = None,
+) -> int:
     """Serve one session until SIGTERM/SIGINT or the idle timeout; return the exit code.
 
     Args:
         config: the validated configuration.
+        observer: receives the agent's events (audit, metrics); none recorded when omitted.
+        registry: the metrics ``/metrics`` serves (empty when omitted).
     """
     copied = copy_credentials(config.credentials_dir, config.gam_config_dir)
-    telemetry = build_telemetry(config)
-    session = Session(config, copied)
-    server = SessionServer(session, telemetry.registry)
+    session = Session(config, copied, observer)
+    server = SessionServer(session, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,6 +84,8 @@ async def run_agent(config: AgentConfig) -> int:
             credentials_found=copied,
             idle_timeout_s=config.idle_timeout_s,
             command_timeout_s=config.command_timeout_s,
+            detach_timeout_s=config.detach_timeout_s,
+            replay_bytes=config.replay_bytes,
         )
         initial = _initial_argv(config)
         if initial is not None:
@@ -103,12 +114,13 @@ def _initial_argv(config: AgentConfig) -> list[str] | None:
 
 
 async def _stop_job(session: Session) -> None:
-    job = session.job
+    job = session.stop_for_shutdown()
     if job is None or job.task is None:
         return
-    job.run.stop("cancelled")
     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(job.task), session.config.kill_grace_s + 2)
+        # Its exit is still sent to every attached client before they are closed.
+        await asyncio.wait_for(job.live.drained(), _DRAIN_TIMEOUT_S)
 
 
 async def _idle_watch(session: Session, stop: asyncio.Event) -> None:
@@ -136,8 +148,9 @@ def main() -> int:
         gam_bin=config.gam_bin,
         initial_command=config.initial_command is not None,
     )
+    telemetry = build_telemetry(config)
     try:
-        return asyncio.run(run_agent(config))
+        return asyncio.run(run_agent(config, telemetry, telemetry.registry))
     except OSError as exc:
         log_event("listen_failed", level="error", message=f"{exc.strerror} ({exc.errno})")
         print(

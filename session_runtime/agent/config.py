@@ -23,7 +23,9 @@ __all__ = [
     "DEFAULT_COMMAND_TIMEOUT_S",
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_REPLAY_BYTES",
     "MAX_CONNECTIONS_LIMIT",
+    "MAX_REPLAY_BYTES",
     "AgentConfig",
     "load_config",
 ]
@@ -33,6 +35,9 @@ DEFAULT_COMMAND_TIMEOUT_S = 3600.0
 #: Connections one session accepts at once: a user's tabs, not a crowd.
 DEFAULT_MAX_CONNECTIONS = 8
 MAX_CONNECTIONS_LIMIT = 10_000
+#: Bytes of each command's messages kept for clients that attach (or re-attach) later.
+DEFAULT_REPLAY_BYTES = 4 * 1024 * 1024
+MAX_REPLAY_BYTES = 1024 * 1024 * 1024
 _MAX_TOKEN_BYTES = 4096
 
 
@@ -59,8 +64,11 @@ class AgentConfig(BaseModel):
     ping_interval_s: float = 20.0
     #: Seconds between SIGTERM and SIGKILL when a command is cancelled.
     kill_grace_s: float = 5.0
-    #: Bytes of the initial command's output kept for replay to new clients.
-    replay_bytes: int = 1024 * 1024
+    #: Bytes of each retained command's messages kept for replay (oldest dropped first).
+    replay_bytes: int = DEFAULT_REPLAY_BYTES
+    #: Seconds a command with no client attached keeps running before it is cancelled;
+    #: 0 = never (the command timeout still applies). Default: the idle timeout.
+    detach_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     #: A file audit lines are appended to, besides stdout (the local stack sets it).
     audit_file: Path | None = None
 
@@ -170,6 +178,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     token = _token(env)
     credentials = env.get(naming.ENV_CREDENTIALS_DIR, "").strip()
     initial = env.get(naming.ENV_SESSION_COMMAND, "").strip()
+    idle_timeout = _number(env, naming.ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT_S)
     audit_file = env.get(naming.ENV_AUDIT_FILE, "").strip()
     return AgentConfig(
         session_id=session_id,
@@ -178,12 +187,14 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         port=_port(env),
         gam_bin=env.get(naming.ENV_GAM_BIN, "").strip() or "gam",
         initial_command=initial or None,
-        idle_timeout_s=_number(env, naming.ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT_S),
+        idle_timeout_s=idle_timeout,
+        detach_timeout_s=_number(env, naming.ENV_DETACH_TIMEOUT, idle_timeout),
         command_timeout_s=_number(env, naming.ENV_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT_S),
         credentials_dir=Path(credentials) if credentials else None,
         gam_config_dir=_gam_config_dir(env),
         max_connections=_count(
             env, naming.ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT
         ),
+        replay_bytes=_count(env, naming.ENV_REPLAY_BYTES, DEFAULT_REPLAY_BYTES, MAX_REPLAY_BYTES),
         audit_file=Path(audit_file) if audit_file else None,
     )

@@ -4,7 +4,11 @@ Everything is decided before the upgrade: ``/healthz`` is answered as plain
 HTTP (and is not activity); any other path than this session's gets 404; a
 missing or wrong token gets 401 and nothing runs. Tokens are compared in
 constant time and never logged. After the upgrade, each frame is parsed by
-:mod:`session_runtime.protocol` and answered.
+:mod:`session_runtime.protocol` and handed to the :class:`Session`; a refused
+request is answered with an ``error`` and the connection stays open. Every
+authenticated connection is equal: any of them may attach to, cancel or type
+into the running command. Each connection, handshake refusal, command and
+attach is reported to the session's observer (audit lines, metrics).
 """
 
 from __future__ import annotations
@@ -24,20 +28,26 @@ from websockets.typing import Subprotocol
 
 from session_runtime import naming
 from session_runtime.agent import AGENT_VERSION
+from session_runtime.agent.clients import client_info
+from session_runtime.agent.live import Send, frame
 from session_runtime.agent.log import log_event
 from session_runtime.agent.metrics import metrics_response
+from session_runtime.agent.observe import ClientInfo
 from session_runtime.agent.runner import SinkGone
-from session_runtime.agent.session import Send, Session, SessionBusy
+from session_runtime.agent.session import Session
 from session_runtime.protocol import (
+    PROTOCOL_REVISION,
+    AttachMessage,
     CancelMessage,
     CommandMessage,
     ErrorCode,
     ErrorMessage,
     PongMessage,
     ProtocolViolation,
+    ResizeMessage,
+    StdinMessage,
     WelcomeMessage,
     command_argv,
-    encode,
     parse_client_message,
 )
 
@@ -115,6 +125,10 @@ class SessionServer:
             "connections": len(s.connections),
         }
 
+    def _rejected(self, status: int, reason: str) -> None:
+        log_event("rejected", level="warning", status=status, reason=reason)
+        self.session.observer.rejected(status, reason)
+
     def _authorized(self, request: Request) -> bool:
         ok = False
         for token in offered_tokens(request):
@@ -135,13 +149,13 @@ class SessionServer:
         if path == naming.METRICS_PATH:  # like health: no token, not activity
             return metrics_response(self.registry)
         if path != self._path:
-            log_event("rejected", level="warning", status=404, reason="path")
+            self._rejected(404, "path")
             return _error(HTTPStatus.NOT_FOUND, "not_found", "no such session on this agent")
         if not self._authorized(request):
-            log_event("rejected", level="warning", status=401, reason="token")
+            self._rejected(401, "token")
             return _error(HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or invalid token")
         if len(self.session.connections) >= self.session.config.max_connections:
-            log_event("rejected", level="warning", status=429, reason="connections")
+            self._rejected(429, "connections")
             return _error(
                 HTTPStatus.TOO_MANY_REQUESTS,
                 "too_many_connections",
@@ -159,87 +173,86 @@ class SessionServer:
 
     # --- after the upgrade --------------------------------------------------------
     async def handle(self, connection: ServerConnection) -> None:
-        """Serve one connection until it closes; its running command dies with it."""
+        """Serve one connection until it closes; its commands keep running without it."""
         s = self.session
+        peer = _peer(connection)
+        client = client_info(connection.request.headers if connection.request else Headers(), peer)
         s.connections.add(connection)
         s.touch()
-        peer = _peer(connection)
-        log_event("connected", peer=peer, connections=len(s.connections))
+        log_event(
+            "connected",
+            peer=peer,
+            connection_id=client.connection_id,
+            connections=len(s.connections),
+        )
+        s.observer.connected(client)
 
-        async def send(frame: str) -> None:
+        async def send(data: bytes) -> None:
             try:
-                await connection.send(frame)
+                await connection.send(data, text=True)
             except ConnectionClosed:
                 raise SinkGone from None
 
         try:
             welcome = WelcomeMessage(
                 session_id=s.config.session_id,
+                revision=PROTOCOL_REVISION,
                 agent_version=AGENT_VERSION,
                 gam_version=s.gam_version,
+                gam_mode=s.launcher.mode,
                 busy=s.busy,
-                initial_command=s.replay is not None,
+                initial_command=s.initial is not None,
+                commands=s.commands(),
             )
-            await send(encode(welcome))
-            await s.replay_to(connection, send)
-            async for frame in connection:
+            await send(frame(welcome))
+            s.join(connection, send)
+            async for message in connection:
                 s.touch()
-                await self._dispatch(connection, frame, send)
+                await self._dispatch(connection, client, message, send)
         except (ConnectionClosed, SinkGone):
             pass
         finally:
-            s.connections.discard(connection)
-            s.unsubscribe(connection)
-            job = s.job
-            if job is not None and job.owner is connection:
-                log_event("client_gone_mid_command", level="warning", id=job.id)
-                job.run.stop("detached")
-            log_event("disconnected", peer=peer, code=connection.close_code)
+            s.leave(connection)
+            log_event(
+                "disconnected",
+                peer=peer,
+                connection_id=client.connection_id,
+                code=connection.close_code,
+            )
+            s.observer.disconnected(client, connection.close_code)
 
-    async def _dispatch(self, connection: ServerConnection, frame: str | bytes, send: Send) -> None:
+    async def _dispatch(
+        self, connection: ServerConnection, client: ClientInfo, data: str | bytes, send: Send
+    ) -> None:
+        s = self.session
         try:
-            message = parse_client_message(frame)
+            message = parse_client_message(data)
             if isinstance(message, CommandMessage):
-                await self._command(connection, message, send)
+                s.start(
+                    message.id or s.next_id(),
+                    command_argv(message),
+                    connection,
+                    send,
+                    client=client,
+                    stdin=message.stdin,
+                    tty=message.tty,
+                )
             elif isinstance(message, CancelMessage):
-                await self._cancel(connection, message, send)
+                s.cancel(message.id, client)
+            elif isinstance(message, AttachMessage):
+                s.attach(connection, send, message.id, message.after_seq, client)
+            elif isinstance(message, StdinMessage):
+                await s.write_stdin(message.id, None if message.eof else message.data)
+            elif isinstance(message, ResizeMessage):
+                s.resize(message.id, message.cols, message.rows)
             else:
-                await send(encode(PongMessage(id=message.id)))
+                await send(frame(PongMessage(id=message.id)))
         except ProtocolViolation as exc:
             await _send_error(send, exc.code, exc.message, exc.message_id)
 
-    async def _command(
-        self, connection: ServerConnection, message: CommandMessage, send: Send
-    ) -> None:
-        s = self.session
-        argv = command_argv(message)
-        job_id = message.id or s.next_id()
-        try:
-            s.start(job_id, argv, connection, send)
-        except SessionBusy as exc:
-            await _send_error(send, "busy", f"a command is already running: {exc}", message.id)
-
-    async def _cancel(
-        self, connection: ServerConnection, message: CancelMessage, send: Send
-    ) -> None:
-        job = self.session.job
-        if job is None:
-            await _send_error(send, "bad_request", "no command is running", message.id)
-        elif message.id is not None and message.id != job.id:
-            await _send_error(
-                send, "bad_request", f"no command {message.id!r} is running", message.id
-            )
-        elif job.owner is not connection:
-            await _send_error(
-                send, "not_allowed", "the running command belongs to another connection", message.id
-            )
-        else:
-            log_event("command_cancel", id=job.id)
-            job.run.stop("cancelled")
-
 
 async def _send_error(send: Send, code: ErrorCode, text: str, message_id: str | None) -> None:
-    await send(encode(ErrorMessage(code=code, message=text, id=message_id)))
+    await send(frame(ErrorMessage(code=code, message=text, id=message_id)))
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -1,45 +1,57 @@
-"""The state one agent shares between its connections: activity, the running job, replay.
+"""The state one agent shares between its connections: activity, the running job, its commands.
 
-Exactly one command runs at a time. A job belongs to the connection that sent
-it (its output goes there only) or, for the initial command, to everyone:
-its messages are kept (bounded) and replayed to each client that connects.
+Exactly one command runs at a time. A command outlives the connection that
+started it: its messages are numbered and kept in its replay buffer
+(:mod:`session_runtime.agent.live`), and any authenticated connection may
+attach to it, cancel it, or type into it. The session retains the running
+command, the last finished one, and the initial command (replayed to every
+new connection, as in v1); older ones are forgotten when a command ends.
+
+A command nobody is attached to is cancelled after SESSION_DETACH_TIMEOUT
+(0 = never; the command timeout still applies). The initial command belongs
+to the session, not to a client, and is never cancelled for being detached.
+While a command runs the session is not idle.
+
+Requests that cannot be honoured raise
+:class:`~session_runtime.protocol.ProtocolViolation` with the code to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from session_runtime.agent.config import AgentConfig
 from session_runtime.agent.launcher import GamLauncher
+from session_runtime.agent.live import LiveCommand, Send
 from session_runtime.agent.log import log_event
-from session_runtime.agent.runner import CommandRun, RunOutcome, SinkGone
+from session_runtime.agent.observe import AgentObserver, ClientInfo, NullObserver
+from session_runtime.agent.runner import CommandRun, RunOutcome, StdinClosed
 from session_runtime.protocol import (
     INITIAL_COMMAND_ID,
-    ExitMessage,
-    OutputMessage,
-    StartedMessage,
-    Stream,
-    encode,
+    CommandSummary,
+    ProtocolViolation,
+    TtySize,
 )
 
-__all__ = ["Job", "ReplayBuffer", "Send", "Session", "SessionBusy", "gam_environment"]
-
-#: Sends one text frame; raises :class:`SinkGone` when the peer is gone.
-Send = Callable[[str], Awaitable[None]]
+__all__ = ["Job", "Send", "Session", "SessionBusy", "gam_environment"]
 
 #: Variables the agent itself reads that GAM must never see.
 _PRIVATE_ENV = frozenset({"SESSION_TOKEN", "SESSION_TOKEN_FILE"})
+#: How often stdin waits for a just-started command's process to exist.
+_SPAWN_POLL_S = 0.01
+#: Exit code reported when a run ended without an outcome (the agent was torn down).
+_ABORTED_CODE = 128 + 9
 
 
-class SessionBusy(Exception):
-    """A command is already running in this session."""
+class SessionBusy(ProtocolViolation):
+    """A command is already running in this session (answered with ``busy``)."""
+
+    def __init__(self, message: str, message_id: str | None = None) -> None:
+        super().__init__(message, code="busy", message_id=message_id)
 
 
 def gam_environment(config: AgentConfig, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -63,65 +75,60 @@ def gam_environment(config: AgentConfig, base: dict[str, str] | None = None) -> 
     return env
 
 
-class ReplayBuffer:
-    """The initial command's frames, the oldest output dropped beyond ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._size = 0
-        self._seq = itertools.count()
-        self.started: str | None = None
-        self.exit: str | None = None
-        self._output: deque[tuple[int, str, int]] = deque()
-
-    def add_output(self, frame: str, size: int) -> None:
-        """Keep one output frame of ``size`` payload bytes, trimming the oldest."""
-        self._output.append((next(self._seq), frame, size))
-        self._size += size
-        while self._size > self._limit and len(self._output) > 1:
-            _, _, dropped = self._output.popleft()
-            self._size -= dropped
-
-    def output_after(self, seq: int) -> list[tuple[int, str]]:
-        """Return the kept output frames newer than ``seq``."""
-        return [(s, f) for s, f, _ in self._output if s > seq]
-
-
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """The running command."""
+    """The running command: what clients see of it, and its process."""
 
-    id: str
-    argv: list[str]
+    live: LiveCommand
     run: CommandRun
-    owner: object | None
-    initial: bool = False
     task: asyncio.Task[RunOutcome] | None = field(default=None, repr=False)
+    #: EOF was asked for (later input is refused at once, in arrival order).
+    eof: bool = False
+    #: Serialises input so writes from several connections keep their arrival order.
+    stdin_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    detach_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        """The command's id."""
+        return self.live.id
+
+    @property
+    def initial(self) -> bool:
+        """Whether it is the session's initial command."""
+        return self.live.info.initial
 
 
 class Session:
-    """Activity, the one running job and the initial-command replay of this agent.
+    """Activity, the one running job and the retained commands of this agent.
 
     Args:
         config: the agent configuration.
         credentials_found: names of the credential files copied into GAMCFGDIR.
+        observer: receives every event for audit lines and metrics.
     """
 
-    def __init__(self, config: AgentConfig, credentials_found: list[str]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        credentials_found: list[str],
+        observer: AgentObserver | None = None,
+    ) -> None:
         self.config = config
         self.credentials_found = credentials_found
+        self.observer: AgentObserver = observer if observer is not None else NullObserver()
         self.launcher = GamLauncher(config)
         self.started_at = time.time()
-        self.last_activity = self.started_at
+        self._last_activity = self.started_at
         self._last_activity_mono = time.monotonic()
         self.connections: set[object] = set()
         self.job: Job | None = None
-        self.replay: ReplayBuffer | None = None
-        self._subscribers: dict[object, Send] = {}
-        self._exec_lock = asyncio.Lock()
+        #: The most recently finished command (attachable until the next one ends).
+        self.last: LiveCommand | None = None
+        #: The initial command, replayed to every connection for the session's life.
+        self.initial: LiveCommand | None = None
         self._ids = itertools.count(1)
         self._env = gam_environment(config)
-        self.idle = asyncio.Event()
 
     @property
     def gam_version(self) -> str | None:
@@ -131,8 +138,13 @@ class Session:
     # --- activity -------------------------------------------------------------
     def touch(self) -> None:
         """Record client activity (messages, connections; never health probes)."""
-        self.last_activity = time.time()
+        self._last_activity = time.time()
         self._last_activity_mono = time.monotonic()
+
+    @property
+    def last_activity(self) -> float:
+        """Unix time of the last activity; now while a command runs (it is activity)."""
+        return time.time() if self.job is not None else self._last_activity
 
     def idle_for(self) -> float:
         """Seconds since the last activity; 0 while a command runs."""
@@ -142,88 +154,113 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        """Whether a command is running (or reserved to run)."""
+        """Whether a command is running."""
         return self.job is not None
 
     def next_id(self) -> str:
         """Return an id for a command that came without one."""
         return f"auto-{next(self._ids)}"
 
-    # --- jobs -----------------------------------------------------------------
-    def start(self, job_id: str, argv: list[str], owner: object, send: Send) -> Job:
-        """Start a client's command, streaming to ``send`` only.
+    # --- commands -------------------------------------------------------------
+    def commands(self) -> list[CommandSummary]:
+        """The last finished and the running command, oldest first (``welcome.commands``)."""
+        listed = [self.last, self.job.live if self.job else None]
+        return [live.summary() for live in listed if live is not None]
+
+    def find(self, command_id: str) -> LiveCommand | None:
+        """Return the newest retained command with this id (ids may repeat across clients)."""
+        for live in (self.job.live if self.job else None, self.last, self.initial):
+            if live is not None and live.id == command_id:
+                return live
+        return None
+
+    def start(
+        self,
+        command_id: str,
+        argv: list[str],
+        connection: object,
+        send: Send,
+        *,
+        client: ClientInfo | None = None,
+        stdin: bool = False,
+        tty: TtySize | None = None,
+    ) -> Job:
+        """Start a client's command; the connection that sent it is attached to it.
 
         Args:
-            job_id: the command's id, echoed on every reply.
+            command_id: the command's id, echoed on every reply.
             argv: GAM's arguments (GAM_BIN is prepended here).
-            owner: the connection that sent it; cancel and disconnect refer to it.
+            connection: the connection that sent it.
             send: sends one frame to that connection.
+            client: who that connection is (audit).
+            stdin: give the command a pipe for ``stdin`` messages.
+            tty: run it under a pseudo-terminal of this size.
 
         Raises:
             SessionBusy: another command is running.
         """
         if self.job is not None:
-            raise SessionBusy(f"command {self.job.id!r} is still running")
-
-        async def sink(stream: Stream, data: str) -> None:
-            await send(encode(OutputMessage(id=job_id, stream=stream, data=data)))
-
-        job = Job(job_id, argv, self._command(argv, sink), owner)
-        self.job = job
-        job.task = asyncio.get_running_loop().create_task(self._drive(job, send))
+            raise SessionBusy(f"a command is already running: {self.job.id!r}", command_id)
+        job = self._launch(command_id, argv, started_by=client, stdin=stdin, tty=tty)
+        job.live.attach(connection, send)
         return job
 
     def start_initial(self, command_argv: list[str]) -> Job:
-        """Reserve the session for the initial command and run it for everyone."""
-        self.replay = replay = ReplayBuffer(self.config.replay_bytes)
-
-        async def sink(stream: Stream, data: str) -> None:
-            frame = encode(
-                OutputMessage(id=INITIAL_COMMAND_ID, stream=stream, data=data, initial=True)
-            )
-            replay.add_output(frame, len(data))
-            await self._broadcast(frame)
-
-        def remember(kind: str, frame: str) -> None:
-            if kind == "started":
-                replay.started = frame
-            else:
-                replay.exit = frame
-
-        job = Job(INITIAL_COMMAND_ID, command_argv, self._command(command_argv, sink), None, True)
-        self.job = job
-        job.task = asyncio.get_running_loop().create_task(
-            self._drive(job, self._broadcast, remember)
-        )
+        """Run the initial command for everyone: every connection is replayed it."""
+        job = self._launch(INITIAL_COMMAND_ID, command_argv, initial=True)
+        self.initial = job.live
         return job
 
-    def _command(
-        self, argv: list[str], sink: Callable[[Stream, str], Awaitable[None]]
-    ) -> CommandRun:
-        return CommandRun(
+    def _launch(
+        self,
+        command_id: str,
+        argv: list[str],
+        *,
+        initial: bool = False,
+        started_by: ClientInfo | None = None,
+        stdin: bool = False,
+        tty: TtySize | None = None,
+    ) -> Job:
+        live = LiveCommand(
+            command_id,
+            argv,
+            replay_bytes=self.config.replay_bytes,
+            initial=initial,
+            stdin=stdin,
+            tty=tty,
+            started_by=started_by,
+            on_readers_changed=self._readers_changed,
+        )
+        run = CommandRun(
             [self.config.gam_bin, *argv],
-            sink,
+            live.publish,
             env=self._env,
             cwd=self.config.gam_config_dir,
             kill_grace_s=self.config.kill_grace_s,
             timeout_s=self.config.command_timeout_s,
+            stdin=stdin,
+            tty=tty,
             launcher=self.launcher,
         )
+        job = Job(live, run)
+        self.job = job
+        job.task = asyncio.get_running_loop().create_task(self._drive(job))
+        return job
 
-    async def _drive(
-        self, job: Job, send: Send, remember: Callable[[str, str], None] | None = None
-    ) -> RunOutcome:
+    async def _drive(self, job: Job) -> RunOutcome:
+        live = job.live
         try:
-            async with self._exec_lock:
-                started = encode(StartedMessage(id=job.id, argv=job.argv, initial=job.initial))
-                if remember is not None:
-                    remember("started", started)
-                try:
-                    await send(started)
-                except SinkGone:
-                    job.run.stop("detached")
-                log_event("command_started", id=job.id, args=len(job.argv), initial=job.initial)
-                outcome = await job.run.run()
+            log_event(
+                "command_started",
+                id=job.id,
+                args=len(live.info.argv),
+                initial=job.initial,
+                stdin=live.info.stdin,
+                tty=live.info.tty,
+            )
+            self.observer.command_started(live.info)
+            outcome = await job.run.run()
+            live.finish(outcome)
             log_event(
                 "command_finished",
                 id=job.id,
@@ -232,61 +269,180 @@ class Session:
                 cancelled=outcome.cancelled,
                 timed_out=outcome.timed_out,
                 detached=outcome.detached,
+                bytes_out=live.bytes_out,
             )
-            exit_message = ExitMessage(
-                id=job.id,
-                code=outcome.code,
-                duration_ms=outcome.duration_ms,
-                cancelled=outcome.cancelled,
-                timed_out=outcome.timed_out,
-                initial=job.initial,
-            )
-            if remember is not None:
-                remember("exit", encode(exit_message))
-            if not outcome.detached:
-                with contextlib.suppress(SinkGone):
-                    await send(encode(exit_message))
+            self.observer.command_finished(live.info, outcome, live.bytes_out)
             return outcome
         finally:
+            if not live.finished:  # the run itself failed: readers must still get an end
+                live.finish(RunOutcome(_ABORTED_CODE, 0, cancelled=True))
+            if job.detach_timer is not None:
+                job.detach_timer.cancel()
             self.job = None
+            self.last = live
             self.touch()
 
-    # --- initial command broadcast ---------------------------------------------
-    def subscribe(self, connection: object, send: Send) -> None:
-        """Receive the initial command's live frames from now on."""
-        self._subscribers[connection] = send
+    def cancel(self, command_id: str | None, client: ClientInfo | None) -> None:
+        """Stop the running command on any authenticated client's request.
 
-    def unsubscribe(self, connection: object) -> None:
-        """Stop sending initial-command frames to ``connection``."""
-        self._subscribers.pop(connection, None)
+        Args:
+            command_id: the command meant; None means the running one.
+            client: who asked (audit).
 
-    async def _broadcast(self, frame: str) -> None:
-        for connection, send in list(self._subscribers.items()):
-            try:
-                await send(frame)
-            except SinkGone:
-                self.unsubscribe(connection)
-
-    async def replay_to(self, connection: object, send: Send) -> None:
-        """Send the initial command's kept frames, then subscribe to the rest.
-
-        Output produced while replaying is picked up by re-reading the buffer
-        until caught up; subscribing happens with no await after the last check,
-        so no frame is lost or sent twice.
+        Raises:
+            ProtocolViolation: nothing runs, or not the command named.
         """
-        replay = self.replay
-        if replay is None:
+        job = self.job
+        if job is None:
+            raise ProtocolViolation("no command is running", message_id=command_id)
+        if command_id is not None and command_id != job.id:
+            raise ProtocolViolation(f"no command {command_id!r} is running", message_id=command_id)
+        log_event("command_cancel", id=job.id)
+        self.observer.cancel_requested(client, job.id, "cancelled")
+        job.run.stop("cancelled")
+
+    def stop_for_shutdown(self) -> Job | None:
+        """Cancel the running command because the agent stops; return its job."""
+        job = self.job
+        if job is not None:
+            self.observer.cancel_requested(None, job.id, "shutdown")
+            job.run.stop("cancelled")
+        return job
+
+    # --- connections ------------------------------------------------------------
+    def join(self, connection: object, send: Send) -> None:
+        """Replay the initial command to a new connection, then its live messages (v1)."""
+        if self.initial is not None:
+            self.initial.attach(connection, send)
+
+    def leave(self, connection: object) -> None:
+        """Detach a closed connection from every command it followed."""
+        self.connections.discard(connection)
+        for live in {self.job.live if self.job else None, self.last, self.initial}:
+            if live is not None:
+                live.detach(connection)
+
+    def attach(
+        self,
+        connection: object,
+        send: Send,
+        command_id: str,
+        after_seq: int,
+        client: ClientInfo | None = None,
+    ) -> None:
+        """Follow a retained command from ``after_seq`` (replay, then live).
+
+        Raises:
+            ProtocolViolation: no such command, or ``after_seq`` beyond its last seq.
+        """
+        live = self.find(command_id)
+        if live is None:
+            raise ProtocolViolation(
+                f"no command {command_id!r} to attach to (the session keeps the running "
+                "command and the last finished one)",
+                message_id=command_id,
+            )
+        try:
+            live.attach(connection, send, after_seq)
+        except ValueError as exc:
+            raise ProtocolViolation(str(exc), message_id=command_id) from None
+        log_event("attached", id=command_id, after_seq=after_seq, state=live.state)
+        if client is not None:
+            self.observer.attached(client, command_id, after_seq)
+
+    def _readers_changed(self, live: LiveCommand) -> None:
+        job = self.job
+        if job is None or job.live is not live or job.initial:
             return
-        if replay.started is not None:
-            await send(replay.started)
-        seq = -1
-        while True:
-            pending = replay.output_after(seq)
-            if not pending:
-                break
-            for seq, frame in pending:  # noqa: B007 - seq is the resume point
-                await send(frame)
-        if replay.exit is not None:
-            await send(replay.exit)
-        elif self.job is not None and self.job.initial:
-            self.subscribe(connection, send)
+        if live.readers:
+            if job.detach_timer is not None:
+                job.detach_timer.cancel()
+                job.detach_timer = None
+                log_event("command_reattached", id=job.id)
+            return
+        timeout = self.config.detach_timeout_s
+        if job.detach_timer is not None or timeout <= 0:
+            return
+        log_event("command_detached", id=job.id, timeout_s=timeout)
+        job.detach_timer = asyncio.get_running_loop().call_later(timeout, self._detach_expired, job)
+
+    def _detach_expired(self, job: Job) -> None:
+        job.detach_timer = None
+        if self.job is not job or job.live.readers:
+            return
+        log_event("detach_timeout", level="warning", id=job.id)
+        self.observer.cancel_requested(None, job.id, "detached")
+        job.run.stop("detached")
+
+    # --- input ------------------------------------------------------------------
+    def _input_job(self, command_id: str) -> Job:
+        live = self.find(command_id)
+        if live is None:
+            raise ProtocolViolation(f"no command {command_id!r}", message_id=command_id)
+        job = self.job
+        if job is None or job.live is not live:
+            raise ProtocolViolation(
+                f"command {command_id!r} has finished; it takes no more input",
+                message_id=command_id,
+            )
+        return job
+
+    async def write_stdin(self, command_id: str, data: str | None) -> None:
+        """Write to a running command's stdin, or close it (``data`` None: EOF).
+
+        Writes from several connections are applied in the order they arrived.
+
+        Raises:
+            ProtocolViolation: unknown or finished command, started without
+                ``stdin``, or its input already closed.
+        """
+        job = self._input_job(command_id)
+        if not job.live.info.stdin:
+            raise ProtocolViolation(
+                f'command {command_id!r} was not started with "stdin": true; its stdin is '
+                "/dev/null",
+                message_id=command_id,
+            )
+        if job.eof:
+            raise ProtocolViolation(
+                f"the input of command {command_id!r} is closed (EOF was sent)",
+                message_id=command_id,
+            )
+        if data is None:
+            job.eof = True
+        async with job.stdin_lock:
+            await _spawned(job)
+            try:
+                if data is None:
+                    job.run.close_stdin()
+                else:
+                    await job.run.write_stdin(data)
+            except StdinClosed as exc:
+                raise ProtocolViolation(
+                    f"the input of command {command_id!r} is closed: {exc}", message_id=command_id
+                ) from None
+
+    def resize(self, command_id: str, cols: int, rows: int) -> None:
+        """Resize a running ``tty`` command's terminal.
+
+        Raises:
+            ProtocolViolation: unknown or finished command, or not a ``tty`` command.
+        """
+        job = self._input_job(command_id)
+        if not job.live.info.tty:
+            raise ProtocolViolation(
+                f'command {command_id!r} does not run under a terminal (start it with "tty")',
+                message_id=command_id,
+            )
+        try:
+            job.run.resize(cols, rows)
+        except (ValueError, NotImplementedError) as exc:
+            raise ProtocolViolation(
+                f"cannot resize command {command_id!r}: {exc}", message_id=command_id
+            ) from None
+
+
+async def _spawned(job: Job) -> None:
+    """Wait until the job's process exists (input may arrive right after ``command``)."""
+    while job.run.pid is None and job.task is not None and not job.task.done():
+        await asyncio.sleep(_SPAWN_POLL_S)

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from session_runtime import naming
 from tests.support.agents import RunningAgent, running_agent
 from tests.support.fake_gam import fake_gam_bin
 
 TOKEN = "agent-test-token-5f1c9a"
+#: Seconds the module agent lets a command run with no client attached.
+DETACH_TIMEOUT_S = 1.0
 SESSION_ID = "sess-a"
 
 
@@ -22,9 +25,13 @@ def fake_gam(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory, fake_gam: str) -> Iterator[RunningAgent]:
-    """One agent for the module, running the fake GAM with a short kill grace."""
+    """One agent for the module, running the fake GAM; a detached command ends after 1 s."""
     with running_agent(
-        SESSION_ID, TOKEN, tmp_path=tmp_path_factory.mktemp("agent"), gam_bin=fake_gam
+        SESSION_ID,
+        TOKEN,
+        tmp_path=tmp_path_factory.mktemp("agent"),
+        gam_bin=fake_gam,
+        extra_env={naming.ENV_DETACH_TIMEOUT: str(DETACH_TIMEOUT_S)},
     ) as agent:
         yield agent
 

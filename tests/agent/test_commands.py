@@ -177,7 +177,9 @@ def test_oversize_message_closes_with_1009_and_the_agent_survives(agent: Running
     assert agent.health()["status"] == "ok"
 
 
-def test_second_command_while_busy_gets_busy(agent: RunningAgent, tmp_path: Path) -> None:
+def test_second_command_while_busy_gets_busy_and_another_client_may_cancel_it(
+    agent: RunningAgent, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "pid"
     with SessionConnection.open(agent.url, TOKEN) as first:
         chunks = first.stream(["pidfile", str(pidfile), "30"])
@@ -189,12 +191,9 @@ def test_second_command_while_busy_gets_busy(agent: RunningAgent, tmp_path: Path
                 second.run("echo hi")
             assert info.value.code == "busy"
             assert "a command is already running" in info.value.message
-            # Only the owner may cancel it.
+            # Any authenticated client of the session may cancel it.
             second._send('{"type":"cancel"}')
-            error = second._receive(time.monotonic() + 5)
-            assert error.type == "error" and error.code == "not_allowed"
-        first.cancel()
-        assert "".join(c.data for c in chunks).strip() == ""
+            assert "".join(c.data for c in chunks).strip() == ""
         assert first.last_exit is not None
         assert first.last_exit.cancelled is True
         assert first.last_exit.code == 128 + 15
@@ -224,7 +223,7 @@ def test_client_timeout_cancels_and_the_connection_is_reusable(agent: RunningAge
         assert conn.run("echo after").exit_code == 0
 
 
-def test_client_vanishing_mid_command_kills_the_process_and_the_agent_survives(
+def test_a_vanished_clients_command_is_killed_after_the_detach_timeout(
     agent: RunningAgent, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "pid"
@@ -236,7 +235,9 @@ def test_client_vanishing_mid_command_kills_the_process_and_the_agent_survives(
     ws.sock.close()  # vanish without a close frame
     _wait_for(lambda: not _alive(pid))
     _wait_for(lambda: agent.health()["busy"] is False)
-    assert agent.events("client_gone_mid_command")
+    # It ran on detached until the detach timeout, then was cancelled.
+    assert [e["id"] for e in agent.events("command_detached")][-1] == "v"
+    assert [e["id"] for e in agent.events("detach_timeout")][-1] == "v"
     with SessionConnection.open(agent.url, TOKEN) as conn:
         assert conn.run("echo alive").exit_code == 0
 

@@ -14,12 +14,18 @@ commands that are slow, huge, failing or badly encoded on demand:
 ``ignoreterm PATH N``  ignores SIGTERM, writes its pid to PATH, sleeps N seconds
 ``env NAME``           prints the variable's value or ``<unset>``
 ``touch PATH``         creates PATH (so tests can tell the fake really ran)
+``ticks N SECONDS``    prints ``tick 1`` ... ``tick N``, one every SECONDS
+``batch -``            reads command lines from stdin until EOF and runs each (``gam batch -``)
+``cat``                copies stdin to stdout until EOF
+``ttyinfo``            prints whether stdin/stdout are terminals and the terminal size as
+                       JSON, then once more for every line read from stdin, until EOF
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import stat
 import sys
@@ -56,6 +62,15 @@ def _write(stream: object, data: bytes) -> None:
     buffer = stream.buffer  # type: ignore[attr-defined]
     buffer.write(data)
     buffer.flush()
+
+
+def _tty_report() -> None:
+    try:
+        cols, rows = os.get_terminal_size(1)
+    except OSError:
+        cols, rows = 0, 0
+    report = {"stdin": os.isatty(0), "stdout": os.isatty(1), "cols": cols, "rows": rows}
+    _write(sys.stdout, (json.dumps(report) + "\n").encode())
 
 
 def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
@@ -96,6 +111,24 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
         print(os.environ.get(args[0], "<unset>"))
     elif cmd == "touch":
         Path(args[0]).touch()
+    elif cmd == "ticks":
+        for i in range(1, int(args[0]) + 1):
+            _write(sys.stdout, f"tick {i}\n".encode())
+            time.sleep(float(args[1]))
+    elif cmd == "batch" and args == ["-"]:
+        code = 0
+        for line in sys.stdin:
+            if line.strip():
+                code = max(code, main(shlex.split(line)))
+                sys.stdout.flush()
+        return code
+    elif cmd == "cat":
+        while chunk := os.read(0, 65536):
+            _write(sys.stdout, chunk)
+    elif cmd == "ttyinfo":
+        _tty_report()
+        for _ in sys.stdin:
+            _tty_report()
     else:
         print(f"fake gam: unknown command {cmd!r}", file=sys.stderr)
         return 2
