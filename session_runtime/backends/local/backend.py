@@ -393,6 +393,7 @@ class LocalBackend(SessionBackend):
                 naming.ENV_IDLE_TIMEOUT: "0" if is_default else f"{self.idle_timeout:g}",
                 naming.ENV_COMMAND_TIMEOUT: f"{self.command_timeout:g}",
                 naming.ENV_GAMCFGDIR: str(home / "gamcfg"),
+                naming.ENV_AUDIT_FILE: str(self.state.audit_log),
                 "PYTHONUNBUFFERED": "1",
             }
         )
