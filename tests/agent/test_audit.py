@@ -17,6 +17,7 @@ from session_runtime.agent.observe import ClientInfo, CommandInfo
 from session_runtime.agent.runner import RunOutcome
 from session_runtime.agent.telemetry import Telemetry, build_telemetry
 from session_runtime.audit import AuditWriter
+from session_runtime.models import ReapedSession
 from session_runtime.redact import REDACTED
 
 ALICE = ClientInfo(connection_id="c1", client="203.0.113.9", user="alice@example.com")
@@ -178,3 +179,23 @@ def test_the_audit_file_comes_from_the_environment(tmp_path: Path) -> None:
     telemetry = build_telemetry(config)
     telemetry.connected(ALICE)
     assert json.loads(path.read_text())["action"] == "connect"
+
+
+def test_every_audit_field_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## Audit") : docs.index("## Metrics")]
+    obs, out = _observer()
+    cmd = CommandInfo("k", ("info",), started_by=ALICE)
+    obs.connected(ALICE)
+    obs.command_started(cmd)
+    obs.command_finished(cmd, RunOutcome(0, 1), 0)
+    obs.attached(ALICE, "k", 0)
+    obs.cancel_requested(ALICE, "k", "cancelled")
+    obs.rejected(401, "token")
+    obs.disconnected(ALICE, 1000)
+    fields = {key for line in _lines(out) for key in line}
+    fields |= set(ReapedSession.model_fields) - {"session_id"}
+    for field in sorted(fields):
+        assert f"`{field}`" in section, field
+    for action in {str(line["action"]) for line in _lines(out)} | {"reap"}:
+        assert f"`{action}`" in section, action

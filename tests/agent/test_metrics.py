@@ -111,3 +111,11 @@ def test_scrapes_and_probes_are_not_activity_so_the_idle_timeout_fires(
     (idle,) = agent.events("idle_timeout")
     assert agent.events("stopped")[0]["reason"] == "idle"
     assert float(str(idle["idle_s"])) >= 1.5
+
+
+def test_every_agent_metric_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## Metrics") :]
+    for family in AgentMetrics().registry.collect():
+        shown = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{shown}`" in section, shown

@@ -90,9 +90,9 @@ def test_each_command_is_audited_once_started_once_finished_and_counted_exactly(
     audit_log = local_stack.state.audit_log
     lines = _audit(str(audit_log), sid)
     commands = [x for x in lines if x["action"] == "command"]
-    by_id: dict[object, list[dict[str, object]]] = {}
+    by_id: dict[str, list[dict[str, object]]] = {}
     for line in commands:
-        by_id.setdefault(line["command_id"], []).append(line)
+        by_id.setdefault(str(line["command_id"]), []).append(line)
     assert set(by_id) == {"c-ok", "c-pw", "c-cancel"}
     exits = {"c-ok": ok, "c-pw": failed, "c-cancel": cancelled}
     for command_id, (started, finished) in by_id.items():

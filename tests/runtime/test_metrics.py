@@ -145,3 +145,13 @@ def test_cli_metrics_prints_a_parseable_snapshot(
     assert ready == [
         {"name": "gamgui_sessions", "labels": {"backend": "fake", "status": "ready"}, "value": 1.0}
     ]
+
+
+def test_every_runtime_metric_is_documented() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## Metrics") :]
+    for family in RuntimeMetrics(FakeBackend()).registry.collect():
+        shown = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{shown}`" in section, shown
