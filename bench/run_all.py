@@ -25,6 +25,7 @@ BENCHMARKS = (
     "session_start.py",
     "streaming.py",
     "pulumi_eval.py",
+    "observe_overhead.py",
 )
 
 
