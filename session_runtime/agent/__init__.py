@@ -5,7 +5,9 @@ environment variables named in :mod:`session_runtime.naming` (``ENV_*``).
 Modules: ``config`` (environment), ``log`` (JSON lines), ``credentials``
 (copying the read-only mount), ``runner`` (one process, streamed with
 backpressure), ``session`` (state shared by connections), ``server`` (HTTP,
-auth, WebSocket handling) and ``app`` (start-up, signals, idle exit).
+auth, WebSocket handling), ``app`` (start-up, signals, idle exit), and the
+observers: ``audit`` (audit lines), ``metrics`` (Prometheus, ``/metrics``) and
+``telemetry`` (both behind the one observer interface).
 """
 
 from session_runtime import __version__ as AGENT_VERSION
