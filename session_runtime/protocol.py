@@ -96,9 +96,11 @@ Stream = Literal["stdout", "stderr", "tty"]
 GamMode = Literal["warm", "cold"]
 CommandState = Literal["running", "finished"]
 MessageId = Annotated[str, Field(min_length=1, max_length=_MAX_ID_LENGTH)]
-#: Per-command sequence numbers start at 1; 0 means "nothing seen yet".
-Seq = Annotated[int, Field(ge=0)]
-TtySide = Annotated[int, Field(ge=1, le=MAX_TTY_SIZE)]
+#: Per-command sequence numbers start at 1; 0 means "nothing seen yet". The v1.1
+#: client fields are strict: ``"3"`` is not a seq and ``"yes"`` is not ``true``.
+Seq = Annotated[int, Field(ge=0, strict=True)]
+TtySide = Annotated[int, Field(ge=1, le=MAX_TTY_SIZE, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 class ProtocolViolation(ValueError):
@@ -150,7 +152,7 @@ class CommandMessage(_Message):
     id: MessageId | None = None
     command: str | None = None
     argv: list[str] | None = Field(default=None, max_length=MAX_ARGS)
-    stdin: bool = False
+    stdin: Flag = False
     tty: TtySize | None = None
 
     @model_validator(mode="after")
@@ -198,7 +200,7 @@ class StdinMessage(_Message):
     type: Literal["stdin"] = "stdin"
     id: MessageId
     data: str | None = Field(default=None, max_length=MAX_MESSAGE_BYTES)
-    eof: bool = False
+    eof: Flag = False
 
     @model_validator(mode="after")
     def _data_or_eof(self) -> StdinMessage:
@@ -298,6 +300,12 @@ class GapMessage(_AgentMessage):
     to_seq: int = Field(ge=1)
     initial: bool = False
 
+    @model_validator(mode="after")
+    def _ordered(self) -> GapMessage:
+        if self.from_seq > self.to_seq:
+            raise ValueError("from_seq must not be greater than to_seq")
+        return self
+
 
 class ExitMessage(_AgentMessage):
     """The command ended. ``code`` is 128+N when it was ended by signal N."""
@@ -356,7 +364,12 @@ _AGENT_ADAPTER: TypeAdapter[AgentMessageModel] = TypeAdapter(AgentMessage)
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"] if p not in CLIENT_MESSAGE_TYPES)
+        loc = item["loc"]
+        # The first element names the union member (the message type), not a field;
+        # a field may share a type's name ("stdin").
+        if loc and loc[0] in CLIENT_MESSAGE_TYPES + AGENT_MESSAGE_TYPES:
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
         parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
     return "; ".join(parts)
 

@@ -87,6 +87,7 @@ async def run_agent(
             detach_timeout_s=config.detach_timeout_s,
             replay_bytes=config.replay_bytes,
         )
+        await session.launcher.start()
         initial = _initial_argv(config)
         if initial is not None:
             session.start_initial(initial)
@@ -96,6 +97,7 @@ async def run_agent(
             reason = "idle"
         idle.cancel()
         await _stop_job(session)
+        await session.launcher.close()
         ws_server.close(close_connections=True)  # code 1001, going away
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ws_server.wait_closed(), 5)

@@ -12,15 +12,18 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from session_runtime import naming
 from session_runtime.errors import InvalidSessionIdError, SettingsError
 from session_runtime.ids import validate_session_id
+from session_runtime.protocol import GamMode
 
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT_S",
+    "DEFAULT_GAM_MODE",
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REPLAY_BYTES",
@@ -32,6 +35,8 @@ __all__ = [
 
 DEFAULT_IDLE_TIMEOUT_S = 0.0
 DEFAULT_COMMAND_TIMEOUT_S = 3600.0
+#: Fork GAM from a zygote when GAM_BIN is the installed Python GAM (cold otherwise).
+DEFAULT_GAM_MODE: GamMode = "warm"
 #: Connections one session accepts at once: a user's tabs, not a crowd.
 DEFAULT_MAX_CONNECTIONS = 8
 MAX_CONNECTIONS_LIMIT = 10_000
@@ -69,6 +74,8 @@ class AgentConfig(BaseModel):
     #: Seconds a command with no client attached keeps running before it is cancelled;
     #: 0 = never (the command timeout still applies). Default: the idle timeout.
     detach_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    #: ``warm`` asks for the GAM zygote; the launcher falls back to cold where it cannot.
+    gam_mode: GamMode = DEFAULT_GAM_MODE
     #: A file audit lines are appended to, besides stdout (the local stack sets it).
     audit_file: Path | None = None
 
@@ -108,6 +115,19 @@ def _port(env: Mapping[str, str]) -> int:
             f"{naming.ENV_AGENT_PORT} must be a TCP port (1-65535)", cause=f"got {raw[:40]!r}"
         )
     return int(raw)
+
+
+def _gam_mode(env: Mapping[str, str]) -> GamMode:
+    raw = env.get(naming.ENV_GAM_MODE, "").strip().lower()
+    if not raw:
+        return DEFAULT_GAM_MODE
+    for mode in get_args(GamMode):
+        if raw == mode:
+            return mode  # type: ignore[no-any-return]
+    raise SettingsError(
+        f"{naming.ENV_GAM_MODE} must be one of {', '.join(get_args(GamMode))}",
+        cause=f"got {raw[:40]!r}",
+    )
 
 
 def _token(env: Mapping[str, str]) -> SecretStr:
@@ -196,5 +216,6 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
             env, naming.ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT
         ),
         replay_bytes=_count(env, naming.ENV_REPLAY_BYTES, DEFAULT_REPLAY_BYTES, MAX_REPLAY_BYTES),
+        gam_mode=_gam_mode(env),
         audit_file=Path(audit_file) if audit_file else None,
     )

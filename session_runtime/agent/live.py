@@ -40,7 +40,7 @@ from session_runtime.protocol import (
     encode,
 )
 
-__all__ = ["READER_WINDOW", "LiveCommand", "Send", "frame"]
+__all__ = ["READER_WINDOW", "LiveCommand", "Send", "Signal", "frame"]
 
 #: Sends one text frame (UTF-8 bytes); raises :class:`SinkGone` when the peer is gone.
 Send = Callable[[bytes], Awaitable[None]]
@@ -56,17 +56,19 @@ def frame(message: BaseModel) -> bytes:
     return encode(message).encode("utf-8")
 
 
-class _Signal:
+class Signal:
     """Wakes every current waiter on :meth:`fire` (an Event that rearms itself)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
 
     def fire(self) -> None:
+        """Wake everyone waiting now; later waiters wait for the next fire."""
         self._event.set()
         self._event = asyncio.Event()
 
     async def wait(self) -> None:
+        """Return at the next :meth:`fire`."""
         await self._event.wait()
 
 
@@ -124,8 +126,8 @@ class LiveCommand:
         #: UTF-8 bytes of output produced so far.
         self.bytes_out = 0
         self._readers: dict[object, _Subscriber] = {}
-        self._new_frame = _Signal()
-        self._progress = _Signal()
+        self._new_frame = Signal()
+        self._progress = Signal()
         self._on_readers_changed = on_readers_changed
 
     @property

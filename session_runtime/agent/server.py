@@ -122,6 +122,7 @@ class SessionServer:
             "uptime_s": round(time.time() - s.started_at, 3),
             "credentials_found": bool(s.credentials_found),
             "gam_version": s.gam_version,
+            "gam_mode": s.launcher.mode,
             "connections": len(s.connections),
         }
 
@@ -242,7 +243,7 @@ class SessionServer:
             elif isinstance(message, AttachMessage):
                 s.attach(connection, send, message.id, message.after_seq, client)
             elif isinstance(message, StdinMessage):
-                await s.write_stdin(message.id, None if message.eof else message.data)
+                await s.write_stdin(message.id, None if message.eof else message.data, send)
             elif isinstance(message, ResizeMessage):
                 s.resize(message.id, message.cols, message.rows)
             else:

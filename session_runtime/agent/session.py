@@ -19,20 +19,24 @@ Requests that cannot be honoured raise
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import os
 import time
 from dataclasses import dataclass, field
 
 from session_runtime.agent.config import AgentConfig
+from session_runtime.agent.inbox import InputQueue
 from session_runtime.agent.launcher import GamLauncher
-from session_runtime.agent.live import LiveCommand, Send
+from session_runtime.agent.live import LiveCommand, Send, frame
 from session_runtime.agent.log import log_event
 from session_runtime.agent.observe import AgentObserver, ClientInfo, NullObserver
-from session_runtime.agent.runner import CommandRun, RunOutcome, StdinClosed
+from session_runtime.agent.runner import CommandRun, RunOutcome, SinkGone, StdinClosed
 from session_runtime.protocol import (
     INITIAL_COMMAND_ID,
     CommandSummary,
+    ErrorMessage,
     ProtocolViolation,
     TtySize,
 )
@@ -84,8 +88,8 @@ class Job:
     task: asyncio.Task[RunOutcome] | None = field(default=None, repr=False)
     #: EOF was asked for (later input is refused at once, in arrival order).
     eof: bool = False
-    #: Serialises input so writes from several connections keep their arrival order.
-    stdin_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    #: Input waiting to be written, in arrival order.
+    input: InputQueue | None = field(default=None, repr=False)
     detach_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -243,6 +247,8 @@ class Session:
             launcher=self.launcher,
         )
         job = Job(live, run)
+        if live.info.stdin:
+            job.input = InputQueue(run, functools.partial(_spawned, job))
         self.job = job
         job.task = asyncio.get_running_loop().create_task(self._drive(job))
         return job
@@ -278,6 +284,8 @@ class Session:
                 live.finish(RunOutcome(_ABORTED_CODE, 0, cancelled=True))
             if job.detach_timer is not None:
                 job.detach_timer.cancel()
+            if job.input is not None:
+                job.input.close()
             self.job = None
             self.last = live
             self.touch()
@@ -387,17 +395,19 @@ class Session:
             )
         return job
 
-    async def write_stdin(self, command_id: str, data: str | None) -> None:
-        """Write to a running command's stdin, or close it (``data`` None: EOF).
+    async def write_stdin(self, command_id: str, data: str | None, send: Send) -> None:
+        """Queue input for a running command, or its EOF (``data`` None).
 
-        Writes from several connections are applied in the order they arrived.
+        Input from several connections is written in the order it arrived
+        (:mod:`session_runtime.agent.inbox`); a write that fails later is
+        reported to ``send`` as an ``error``.
 
         Raises:
             ProtocolViolation: unknown or finished command, started without
                 ``stdin``, or its input already closed.
         """
         job = self._input_job(command_id)
-        if not job.live.info.stdin:
+        if job.input is None:
             raise ProtocolViolation(
                 f'command {command_id!r} was not started with "stdin": true; its stdin is '
                 "/dev/null",
@@ -410,17 +420,25 @@ class Session:
             )
         if data is None:
             job.eof = True
-        async with job.stdin_lock:
-            await _spawned(job)
-            try:
-                if data is None:
-                    job.run.close_stdin()
-                else:
-                    await job.run.write_stdin(data)
-            except StdinClosed as exc:
-                raise ProtocolViolation(
-                    f"the input of command {command_id!r} is closed: {exc}", message_id=command_id
-                ) from None
+
+        async def refused(reason: str) -> None:
+            with contextlib.suppress(SinkGone):
+                await send(
+                    frame(
+                        ErrorMessage(
+                            code="bad_request",
+                            message=f"the input of command {command_id!r} is closed: {reason}",
+                            id=command_id,
+                        )
+                    )
+                )
+
+        try:
+            await job.input.put(data, refused)
+        except StdinClosed as exc:
+            raise ProtocolViolation(
+                f"the input of command {command_id!r} is closed: {exc}", message_id=command_id
+            ) from None
 
     def resize(self, command_id: str, cols: int, rows: int) -> None:
         """Resize a running ``tty`` command's terminal.

@@ -249,14 +249,13 @@ def test_a_client_that_never_reads_does_not_stall_another(agent: RunningAgent) -
         idle.close()
     assert received + 64 * 1024 >= total  # everything after the first chunk
     assert transcript.starts == 1
-    assert len(transcript.gaps) == 1
-    gap = transcript.gaps[0]
-    before = [m["seq"] for m in transcript.outputs if m["seq"] < gap["from_seq"]]
-    after = [m["seq"] for m in transcript.outputs if m["seq"] > gap["to_seq"]]
-    assert before == list(range(1, len(before) + 1))
-    assert after[0] == gap["to_seq"] + 1
-    assert after == list(range(after[0], after[0] + len(after)))
-    assert transcript.exit["seq"] == after[-1] + 1
+    assert transcript.gaps  # it fell further behind than the buffer holds
+    # What it got and what it was told it missed cover every seq exactly once, in order.
+    seqs = [m["seq"] for m in transcript.outputs]
+    assert seqs == sorted(seqs)
+    missed = [s for g in transcript.gaps for s in range(g["from_seq"], g["to_seq"] + 1)]
+    assert sorted(seqs + missed) == list(range(1, transcript.exit["seq"]))
+    assert transcript.exit["code"] == 0
 
 
 def test_a_detached_command_keeps_the_session_from_going_idle(

@@ -147,3 +147,22 @@ def test_real_gam_batch_dash_fed_two_lines_and_eof_runs_both(tmp_path: Path) -> 
     assert "Processing item 2/2" in text and "Processing complete" in text
     assert "GAM 7." in text
     assert frames[-1]["code"] == 0
+
+
+def test_a_cancel_is_not_stuck_behind_input_the_command_does_not_read(
+    agent: RunningAgent,
+) -> None:
+    peer = Peer(agent.url, TOKEN)
+    try:
+        peer.send(type="command", id="h1", argv=["sleep", "60"], stdin=True)
+        peer.until(lambda m: m["type"] == "output")
+        chunk = "y" * 60_000 + "\n"
+        for _ in range(3):  # more than the pipe holds: the last write waits in the agent
+            peer.send(type="stdin", id="h1", data=chunk)
+        peer.send(type="cancel", id="h1")
+        frames = peer.until(lambda m: m["type"] == "exit")
+    finally:
+        peer.close()
+    assert frames[-1]["cancelled"] is True
+    errors = [f for f in frames if f["type"] == "error"]
+    assert all(str(e["message"]).startswith("the input of command 'h1' is closed") for e in errors)

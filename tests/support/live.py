@@ -63,6 +63,18 @@ class Peer:
             if predicate(message):
                 return seen
 
+    def read_until_closed(self) -> list[Frame]:
+        """Receive until the other side closes the connection; return what came first."""
+        seen = []
+        while True:
+            try:
+                opcode, data = self.ws.recv_data()
+            except (OSError, websocket.WebSocketConnectionClosedException):
+                return seen
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return seen
+            seen.append(json.loads(data))
+
     def drop(self) -> None:
         """Vanish without a close frame, as a lost network would."""
         self.ws.sock.close()

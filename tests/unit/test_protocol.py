@@ -1,8 +1,9 @@
-"""Protocol v1 parsing and validation, without any socket."""
+"""Protocol v1 and v1.1 parsing and validation, without any socket."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,17 +12,26 @@ from hypothesis import strategies as st
 from session_runtime.protocol import (
     MAX_ARGS,
     MAX_MESSAGE_BYTES,
+    PROTOCOL_REVISION,
     PROTOCOL_VERSION,
+    AttachMessage,
     CancelMessage,
     CommandMessage,
+    CommandSummary,
     ErrorMessage,
     ExitMessage,
+    GapMessage,
     OutputMessage,
     PingMessage,
     ProtocolViolation,
+    ResizeMessage,
+    StartedMessage,
+    StdinMessage,
+    TtySize,
     WelcomeMessage,
     command_argv,
     encode,
+    json_schema,
     parse_agent_message,
     parse_client_message,
 )
@@ -182,3 +192,136 @@ def test_any_text_frame_parses_or_is_a_bad_request(frame: str) -> None:
     except ProtocolViolation as exc:
         codes.append(exc.code)
     assert codes in ([], ["bad_request"])
+
+
+# --- v1.1: attach, stdin, resize, tty, seq, gap, welcome.commands ----------------------
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ('{"type":"attach","id":"c1","after_seq":7}', AttachMessage(id="c1", after_seq=7)),
+        ('{"type":"attach","id":"c1"}', AttachMessage(id="c1", after_seq=0)),
+        ('{"type":"stdin","id":"c1","data":"line\\n"}', StdinMessage(id="c1", data="line\n")),
+        ('{"type":"stdin","id":"c1","data":""}', StdinMessage(id="c1", data="")),
+        ('{"type":"stdin","id":"c1","eof":true}', StdinMessage(id="c1", eof=True)),
+        (
+            '{"type":"resize","id":"c1","cols":120,"rows":40}',
+            ResizeMessage(id="c1", cols=120, rows=40),
+        ),
+        (
+            '{"type":"command","id":"c1","argv":["batch","-"],"stdin":true}',
+            CommandMessage(id="c1", argv=["batch", "-"], stdin=True),
+        ),
+        (
+            '{"type":"command","id":"c1","command":"oauth create","tty":{"cols":80,"rows":24}}',
+            CommandMessage(id="c1", command="oauth create", tty=TtySize(cols=80, rows=24)),
+        ),
+    ],
+)
+def test_v1_1_client_messages_parse(frame: str, expected: object) -> None:
+    assert parse_client_message(frame) == expected
+
+
+def test_a_tty_command_implies_stdin() -> None:
+    assert CommandMessage(command="x", tty=TtySize(cols=1, rows=1)).wants_stdin
+    assert CommandMessage(command="x", stdin=True).wants_stdin
+    assert not CommandMessage(command="x").wants_stdin
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        ('{"type":"attach","id":"c1","after_seq":-1}', "after_seq"),
+        ('{"type":"attach","id":"c1","after_seq":"3"}', "after_seq"),
+        ('{"type":"attach","after_seq":1}', "id"),
+        ('{"type":"attach","id":"","after_seq":1}', "id"),
+        ('{"type":"attach","id":"c1","after_seq":1.5}', "after_seq"),
+        ('{"type":"stdin","id":"c1"}', "exactly one of 'data'"),
+        ('{"type":"stdin","id":"c1","data":"x","eof":true}', "exactly one of 'data'"),
+        ('{"type":"stdin","id":"c1","eof":false}', "exactly one of 'data'"),
+        ('{"type":"stdin","data":"x"}', "id"),
+        ('{"type":"stdin","id":"c1","data":7}', "data"),
+        ('{"type":"resize","id":"c1","cols":0,"rows":24}', "cols"),
+        ('{"type":"resize","id":"c1","cols":80,"rows":1001}', "rows"),
+        ('{"type":"resize","id":"c1","cols":80}', "rows"),
+        ('{"type":"command","command":"x","tty":{"cols":80}}', "rows"),
+        ('{"type":"command","command":"x","tty":{"cols":-1,"rows":2}}', "cols"),
+        ('{"type":"command","command":"x","tty":true}', "tty"),
+        ('{"type":"command","command":"x","stdin":"yes"}', "stdin"),
+    ],
+)
+def test_bad_v1_1_client_messages_are_bad_requests(frame: str, fragment: str) -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        parse_client_message(frame)
+    assert info.value.code == "bad_request"
+    assert fragment in info.value.message
+
+
+def test_stdin_data_is_bounded_like_every_message() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        StdinMessage(id="c1", data="x" * (MAX_MESSAGE_BYTES + 1))
+    frame = json.dumps({"type": "stdin", "id": "c1", "data": "x" * MAX_MESSAGE_BYTES})
+    with pytest.raises(ProtocolViolation, match=f"larger than {MAX_MESSAGE_BYTES} bytes"):
+        parse_client_message(frame)
+
+
+def test_v1_1_agent_messages_round_trip() -> None:
+    messages = [
+        WelcomeMessage(
+            session_id="s1",
+            revision=PROTOCOL_REVISION,
+            agent_version="0.1.0",
+            gam_mode="warm",
+            busy=True,
+            commands=[
+                CommandSummary(id="c1", state="finished", last_seq=9),
+                CommandSummary(id="c2", state="running", last_seq=3, tty=True),
+            ],
+        ),
+        StartedMessage(
+            id="c2", argv=["oauth", "create"], stdin=True, tty=TtySize(cols=80, rows=24)
+        ),
+        OutputMessage(id="c2", stream="tty", data="\x1b[1mOK\x1b[0m\r\n", seq=3),
+        GapMessage(id="c2", from_seq=1, to_seq=2),
+        ExitMessage(id="c2", code=0, duration_ms=12, seq=4),
+    ]
+    for message in messages:
+        assert parse_agent_message(encode(message)) == message
+
+
+def test_a_v1_agent_welcome_parses_with_v1_1_defaults() -> None:
+    welcome = parse_agent_message('{"type":"welcome","session_id":"s","agent_version":"0.1"}')
+    assert isinstance(welcome, WelcomeMessage)
+    assert (welcome.revision, welcome.gam_mode, welcome.commands) == (None, None, [])
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"output","id":"c1","stream":"stdout","data":"x","seq":0}',
+        '{"type":"output","id":"c1","stream":"stdout","data":"x","seq":-3}',
+        '{"type":"exit","id":"c1","code":0,"duration_ms":1,"seq":0}',
+        '{"type":"gap","id":"c1","from_seq":0,"to_seq":2}',
+        '{"type":"gap","id":"c1","from_seq":5,"to_seq":4}',
+        '{"type":"gap","id":"c1","from_seq":1}',
+        '{"type":"welcome","session_id":"s","agent_version":"1","gam_mode":"lukewarm"}',
+        '{"type":"welcome","session_id":"s","agent_version":"1",'
+        '"commands":[{"id":"c1","state":"paused"}]}',
+        '{"type":"welcome","session_id":"s","agent_version":"1",'
+        '"commands":[{"id":"c1","state":"running","last_seq":-1}]}',
+    ],
+)
+def test_bad_v1_1_agent_messages_are_violations(frame: str) -> None:
+    with pytest.raises(ProtocolViolation, match="invalid agent message"):
+        parse_agent_message(frame)
+
+
+def test_a_gap_of_one_message_is_a_range_of_one() -> None:
+    assert GapMessage(id="c1", from_seq=4, to_seq=4).to_seq == 4
+
+
+def test_the_published_json_schema_is_generated_from_the_models() -> None:
+    published = Path(__file__).resolve().parents[2] / "docs" / "protocol.schema.json"
+    generated = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    assert published.read_text(encoding="utf-8") == generated, (
+        "regenerate it: python -m session_runtime.protocol --schema > docs/protocol.schema.json"
+    )
