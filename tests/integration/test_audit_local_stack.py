@@ -99,6 +99,7 @@ def test_each_command_is_audited_once_started_once_finished_and_counted_exactly(
         assert (started["phase"], finished["phase"]) == ("started", "finished")
         assert finished["exit_code"] == exits[command_id]["code"]
         assert isinstance(finished["duration_ms"], int) and finished["duration_ms"] > 0
+        assert finished["gam_mode"] in ("warm", "cold")
         for line in (started, finished):
             assert line["client"] == "127.0.0.1"
             assert line["user"] == USER
@@ -135,3 +136,6 @@ def test_each_command_is_audited_once_started_once_finished_and_counted_exactly(
     assert delta("gamgui_agent_command_duration_seconds_count") == 3
     assert delta("gamgui_agent_connections_total") == 1
     assert delta("gamgui_agent_output_bytes_total") > 0
+    for mode in ("warm", "cold"):  # the audit lines and the counter agree on how GAM ran
+        ran = sum(1 for _, finished in by_id.values() if finished["gam_mode"] == mode)
+        assert delta("gamgui_agent_gam_runs_total", mode=mode) == ran
