@@ -14,11 +14,13 @@ fails must not stop a GAM command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -29,6 +31,7 @@ __all__ = [
     "audit_record",
     "encode_record",
     "log_audit",
+    "stream_audit_lines",
 ]
 
 AUDIT_EVENT = "audit"
@@ -65,6 +68,31 @@ def log_audit(action: str, session_id: str, **fields: object) -> None:
         **fields: the action's fields.
     """
     logging.getLogger(AUDIT_LOGGER).info(encode_record(audit_record(action, session_id, **fields)))
+
+
+@contextlib.contextmanager
+def stream_audit_lines(stream: TextIO) -> Iterator[None]:
+    """Within the block, write the runtime's audit lines to ``stream``, one JSON line each.
+
+    For processes that configure no logging of their own: the CLI and the reaper
+    CronJob send them to stderr, so ``--json`` output on stdout stays one document.
+    A server that embeds the runtime routes :data:`AUDIT_LOGGER` itself instead.
+
+    Args:
+        stream: where the lines go.
+    """
+    logger = logging.getLogger(AUDIT_LOGGER)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class AuditWriter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from session_runtime.audit import stream_audit_lines
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -134,7 +135,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _reap(args: argparse.Namespace) -> int:
-    reaped = make_manager().reap(dry_run=args.dry_run)
+    with stream_audit_lines(sys.stderr):  # the reaper CronJob's log shows every reap
+        reaped = make_manager().reap(dry_run=args.dry_run)
     if args.json:
         emit_json([r.model_dump(mode="json") for r in reaped])
         return EXIT_OK

@@ -155,3 +155,21 @@ def test_every_runtime_metric_is_documented() -> None:
     for family in RuntimeMetrics(FakeBackend()).registry.collect():
         shown = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{shown}`" in section, shown
+
+
+def test_cli_reap_writes_its_audit_lines_to_stderr_and_keeps_stdout_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = _fake_manager()
+    assert isinstance(manager.backend, FakeBackend)
+    manager.create_session("old")
+    manager.backend.sessions["old"] = manager.backend.sessions["old"].model_copy(
+        update={"status": SessionStatus.FINISHED}
+    )
+    monkeypatch.setattr("session_runtime.cli.sessions.make_manager", lambda: manager)
+    assert main(["reap", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [r["session_id"] for r in json.loads(out)] == ["old"]
+    (line,) = [json.loads(x) for x in err.splitlines()]
+    assert line["event"] == "audit" and line["action"] == "reap"
+    assert line["reason_code"] == "finished" and line["removed"] is True
