@@ -22,7 +22,8 @@ Besides keyword values, three shapes are redacted wherever they appear:
 ``keyword=value`` / ``keyword:value`` with a secret keyword, JSON arguments
 (``json '{"password": ...}'``; secret-named fields at any depth), and anything
 that looks like key material or a Google credential (a PEM private key, an OAuth
-access or refresh token, a ``GOCSPX-`` client secret, an ``AIza`` API key).
+access or refresh token, a ``GOCSPX-`` client secret, an ``AIza`` API key, the
+password of a ``scheme://user:password@host`` URL).
 The rule is pure: it never raises and never looks at command output.
 """
 
@@ -88,6 +89,8 @@ _CREDENTIAL_PATTERNS = (
     re.compile(r"GOCSPX-[0-9A-Za-z_\-]+"),  # OAuth client secret
     re.compile(r"AIza[0-9A-Za-z_\-]{35}"),  # API key
 )
+#: ``scheme://user:password@host``: the password part.
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
 _ASSIGNMENT = re.compile(r"^(?P<key>[^=:\s]+)(?P<sep>[=:])(?P<value>.+)$", re.DOTALL)
 
 
@@ -155,7 +158,7 @@ def redact_value(arg: str) -> str:
 def _scrub(arg: str) -> str:
     for pattern in _CREDENTIAL_PATTERNS:
         arg = pattern.sub(REDACTED, arg)
-    return arg
+    return _URL_PASSWORD.sub(rf"\g<1>:{REDACTED}@", arg)
 
 
 def redact_argv(argv: Sequence[str] | Iterable[str]) -> list[str]:

@@ -86,6 +86,7 @@ CORPUS: list[tuple[str, list[str]]] = [
         "gam info y AIzaSyA1234567890abcdefghijklmnopqrstuv",
         ["AIzaSyA1234567890abcdefghijklmnopqrstuv"],
     ),
+    ("gam user q@example.com add sendas x url https://q:UrlPw9@smtp.example.com", ["UrlPw9"]),
     # csv substitution: the column reference is redacted too (never guessed to be safe).
     ("gam csv users.csv gam update user ~email password ~Password", ["~Password"]),
     # The secret keyword last: nothing follows, nothing to hide.
