@@ -47,6 +47,11 @@ GAM_DISTRIBUTION = "gam7"
 _VERSION = re.compile(r"^\d+\.\d+[\w.\-]*$")
 #: Zygote starts that may fail in a row before the agent stays cold for good.
 MAX_ZYGOTE_FAILURES = 3
+#: Seconds the first command waits for the agent's first zygote, still importing GAM,
+#: before it runs cold. Importing is most of a cold start, so waiting is never much
+#: slower, and a cold start beside the import would compete with it for the CPU.
+#: After a zygote died, commands run cold while the next one starts (no wait).
+BOOT_WAIT_S = 3.0
 
 
 def installed_gam_version() -> str | None:
@@ -124,6 +129,7 @@ class GamLauncher:
         self._want_warm = config.gam_mode == "warm" and self._gam is not None
         self._zygote: ZygoteProcess | None = None
         self._booting: asyncio.Task[None] | None = None
+        self._first_boot: asyncio.Task[None] | None = None
         self._failures = 0
 
     @property
@@ -146,6 +152,7 @@ class GamLauncher:
     async def start(self) -> None:
         """Start the zygote in the background (warm mode); returns at once."""
         self._boot()
+        self._first_boot = self._booting
 
     def _boot(self) -> None:
         if self._zygote is not None and not self._zygote.alive:
@@ -186,6 +193,9 @@ class GamLauncher:
     ) -> tuple[Child, GamMode]:
         """Start ``argv`` with ``stdio``'s child fds; warm when the zygote is up.
 
+        The agent's first zygote, still starting, is waited for (at most
+        :data:`BOOT_WAIT_S`).
+
         Args:
             argv: GAM_BIN and GAM's arguments.
             env: the command's environment.
@@ -195,6 +205,8 @@ class GamLauncher:
         Raises:
             OSError: GAM_BIN cannot be executed (cold).
         """
+        if self._first_boot is not None and not self._first_boot.done():
+            await asyncio.wait({self._first_boot}, timeout=BOOT_WAIT_S)
         zygote = self._zygote
         if zygote is not None and zygote.alive and self._gam is not None:
             try:

@@ -266,6 +266,8 @@ class Session:
             )
             self.observer.command_started(live.info)
             outcome = await job.run.run()
+            if outcome.timed_out:  # the runner stopped it on SESSION_COMMAND_TIMEOUT
+                self.observer.cancel_requested(None, job.id, "timed_out")
             live.finish(outcome)
             log_event(
                 "command_finished",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import gc
 import importlib
 import io
 import json
@@ -154,24 +155,35 @@ class Zygote:
     def _fork(self, rid: int, request: dict[str, Any], fds: list[int]) -> None:
         if len(fds) not in (1, 3):
             raise OSError(0, f"expected 1 or 3 fds, got {len(fds)}")
-        go_r, go_w = os.pipe()
+        led_r, led_w = os.pipe()  # child -> parent: "I lead my own session now"
+        go_r, go_w = os.pipe()  # parent -> child: "your pid is reported, start"
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured by the agent tests
             os.close(go_w)
-            self._become_child(request, fds, go_r)
+            os.close(led_r)
+            self._become_child(request, fds, go_r, led_w)
         os.close(go_r)
+        os.close(led_w)
+        # Report the pid only once it names a process group, so a cancel that
+        # follows at once (killpg) cannot miss the child.
+        with contextlib.suppress(OSError):
+            os.read(led_r, 1)
+        os.close(led_r)
         self.children[pid] = rid
         self._send({"id": rid, "pid": pid})
         with contextlib.suppress(OSError):
             os.write(go_w, b"g")
         os.close(go_w)
 
-    def _become_child(self, request: dict[str, Any], fds: list[int], go_r: int) -> None:
+    def _become_child(self, request: dict[str, Any], fds: list[int], go_r: int, led_w: int) -> None:
         code = NOT_STARTED_CODE
         try:
+            os.setsid()
+            os.write(led_w, b"l")
+            os.close(led_w)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self._selector.close()
@@ -208,8 +220,8 @@ class Zygote:
 
 
 def _child_setup(request: dict[str, Any], fds: list[int], import_env: dict[str, str]) -> None:
-    """Turn the forked child into what ``execve`` of GAM's console script gives."""
-    os.setsid()
+    """Turn the forked child (already a session leader) into what ``execve`` of GAM's
+    console script gives."""
     if request.get("tty"):
         fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
     targets = [fds[0]] * 3 if len(fds) == 1 else fds
@@ -322,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             sock.send(encode({"ready": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
     import_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    # What the import built is never freed: keep the collector off those pages, so a
+    # child's collections do not copy-on-write all of them (the fork server's usual trick).
+    gc.collect()
+    gc.freeze()
     return Zygote(sock, entry, import_env).serve()
 
 

@@ -79,7 +79,9 @@ async def _until(ws: ClientConnection, kind: str) -> list[dict[str, object]]:
 Scenario = Callable[[str, Recorder], Awaitable[None]]
 
 
-def _run(tmp_path: Path, fake_gam: str, scenario: Scenario) -> Recorder:
+def _run(
+    tmp_path: Path, fake_gam: str, scenario: Scenario, command_timeout_s: float = 0
+) -> Recorder:
     recorder = Recorder()
 
     async def main() -> None:
@@ -92,6 +94,7 @@ def _run(tmp_path: Path, fake_gam: str, scenario: Scenario) -> Recorder:
             gam_config_dir=tmp_path,
             detach_timeout_s=0.3,
             kill_grace_s=1.0,
+            command_timeout_s=command_timeout_s,
         )
         server = SessionServer(Session(config, [], recorder))
         async with serve(
@@ -202,3 +205,19 @@ def test_refused_handshakes_are_reported(
     recorder = _run(tmp_path, fake_gam, scenario)
     assert recorder.named("rejected") == [(status, reason)]
     assert recorder.named("connected") == []
+
+
+def test_a_command_stopped_by_the_command_timeout_is_reported_as_timed_out(
+    tmp_path: Path, fake_gam: str
+) -> None:
+    async def scenario(url: str, recorder: Recorder) -> None:
+        async with _open(url) as alice:
+            await alice.recv()
+            await alice.send(json.dumps({"type": "command", "id": "t1", "argv": ["sleep", "30"]}))
+            exit_message = (await _until(alice, "exit"))[-1]
+            assert exit_message["timed_out"] is True
+
+    recorder = _run(tmp_path, fake_gam, scenario, command_timeout_s=0.3)
+    assert recorder.named("cancel_requested") == [(None, "t1", "timed_out")]
+    [(_, outcome, _)] = recorder.named("command_finished")
+    assert outcome.timed_out is True  # type: ignore[attr-defined]

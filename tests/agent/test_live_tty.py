@@ -118,3 +118,17 @@ def test_a_terminal_size_out_of_range_is_a_bad_request(
         peer.close()
     assert error["code"] == "bad_request" and error["id"] == "z1"
     assert fragment in str(error["message"])
+
+
+@needs_pty
+def test_ctrl_c_typed_into_a_tty_command_interrupts_it(agent: RunningAgent) -> None:
+    peer = Peer(agent.url, TOKEN)
+    try:
+        peer.send(type="command", id="i1", argv=["sleep", "60"], tty={"cols": 80, "rows": 24})
+        peer.until(lambda m: m["type"] == "output" and "sleeping" in str(m["data"]))
+        peer.send(type="stdin", id="i1", data="\x03")
+        exit_message = peer.until(lambda m: m["type"] == "exit")[-1]
+    finally:
+        peer.close()
+    assert exit_message["code"] == 128 + 2  # SIGINT, from the terminal's line discipline
+    assert exit_message["cancelled"] is False

@@ -500,3 +500,22 @@ def test_stop_before_start_reports_cancelled_without_running(probe: Probe, mode:
     outcome = asyncio.run(scenario())
     assert outcome.cancelled
     assert outcome.code == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancel_right_after_start_is_a_sigterm_that_reaches_the_process(
+    probe: Probe, mode: GamMode
+) -> None:
+    """The pid is known only once it leads its group: the TERM is not lost (no KILL)."""
+
+    async def scenario() -> RunOutcome:
+        async with started_launcher(probe, mode) as launcher:
+            run = command(probe, launcher, ["sigint"], Collected(), kill_grace_s=30.0)
+            task = asyncio.create_task(run.run())
+            await wait_for(lambda: run.pid is not None, timeout=60)
+            run.stop("cancelled")
+            return await task
+
+    outcome = asyncio.run(scenario())
+    assert outcome.cancelled
+    assert outcome.code == 128 + signal.SIGTERM
