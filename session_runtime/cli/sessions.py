@@ -146,7 +146,8 @@ def _reap(args: argparse.Namespace) -> int:
         verb = "removed" if r.removed else "would remove"
         code = r.reason_code.value
         why = r.reason if r.reason.startswith(code) else f"{code}: {r.reason}"
-        if r.idle_since is not None and "idle since" not in why:
-            why += f" (idle since {r.idle_since:%Y-%m-%dT%H:%M:%SZ})"
+        if r.idle_since is not None:
+            stamp = f"{r.idle_since:%Y-%m-%dT%H:%M:%SZ}"
+            why += "" if stamp in why else f" (idle since {stamp})"
         print(f"{verb} {r.session_id}: {why}")
     return EXIT_OK

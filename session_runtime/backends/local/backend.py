@@ -496,8 +496,7 @@ class LocalBackend(SessionBackend):
             since = datetime.fromtimestamp(float(last), UTC)
             return (
                 ReapReason.IDLE,
-                f"idle since {since:%Y-%m-%dT%H:%M:%SZ}: no activity for more than "
-                f"{idle_timeout:g}s",
+                f"idle: no activity since {since:%Y-%m-%dT%H:%M:%SZ} (more than {idle_timeout:g}s)",
                 since,
             )
         return None
