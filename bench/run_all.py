@@ -26,6 +26,7 @@ BENCHMARKS = (
     "streaming.py",
     "pulumi_eval.py",
     "console_echo.py",
+    "observe_overhead.py",
 )
 
 

@@ -80,11 +80,23 @@ class ProxyConfig(_Model):
     ingress_host: str | None = None
     ingress_tls_secret: str | None = None
     ingress_class_name: str | None = None
+    #: nginx ``stub_status`` on its own port, reachable only from ``monitoring_namespace``.
+    metrics_enabled: bool = True
+    #: Sidecar turning stub_status into Prometheus metrics (scraped via ``prometheus.io/*``).
+    metrics_exporter_image: str = "nginx/nginx-prometheus-exporter:1.3.0"
+    #: The namespace whose pods (Prometheus) may reach the metrics ports.
+    monitoring_namespace: str = "monitoring"
 
-    @field_validator("image")
+    @field_validator("image", "metrics_exporter_image")
     @classmethod
     def _image(cls, value: str) -> str:
         return _pinned(value)
+
+    @field_validator("monitoring_namespace")
+    @classmethod
+    def _monitoring_namespace(cls, value: str) -> str:
+        validate_session_id(value)  # a namespace is one DNS label
+        return value
 
     @field_validator("ingress_host")
     @classmethod
@@ -271,6 +283,7 @@ class StackConfig(_Model):
             read_timeout_s=p.read_timeout_s,
             send_timeout_s=p.send_timeout_s,
             connections_per_client=p.connections_per_client,
+            status_port=naming.PROXY_STATUS_PORT if p.metrics_enabled else None,
         )
 
 
@@ -295,6 +308,9 @@ CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "ingressHost": ("proxy", "ingress_host"),
     "ingressTlsSecret": ("proxy", "ingress_tls_secret"),
     "ingressClassName": ("proxy", "ingress_class_name"),
+    "proxyMetrics": ("proxy", "metrics_enabled"),
+    "proxyMetricsExporterImage": ("proxy", "metrics_exporter_image"),
+    "monitoringNamespace": ("proxy", "monitoring_namespace"),
     "sessionImage": ("sessions", "image"),
     "agentPort": ("sessions", "agent_port"),
     "maxSessions": ("sessions", "max_sessions"),

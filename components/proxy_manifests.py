@@ -14,10 +14,16 @@ from typing import Any
 from components.config import StackConfig
 from session_runtime import naming
 from session_runtime.nginx import render_nginx_conf
-from session_runtime.spec import restricted_container_security, restricted_pod_security
+from session_runtime.spec import (
+    ResourceSpec,
+    restricted_container_security,
+    restricted_pod_security,
+)
 
 __all__ = [
     "CHECKSUM_ANNOTATION",
+    "EXPORTER_RESOURCES",
+    "NAMESPACE_NAME_LABEL",
     "NGINX_CONF_DIR",
     "NGINX_CONF_KEY",
     "NGINX_UID",
@@ -28,7 +34,9 @@ __all__ = [
     "dns_egress_rule",
     "proxy_configmap",
     "proxy_deployment",
+    "proxy_exporter_container",
     "proxy_ingress",
+    "proxy_metrics_annotations",
     "proxy_network_policy",
     "proxy_pdb",
     "proxy_selector",
@@ -44,6 +52,12 @@ NGINX_UID = 101
 #: The Service listens on 80 so ``ws://websocket-proxy.<ns>.svc.cluster.local/...`` works.
 PROXY_SERVICE_PORT = 80
 CHECKSUM_ANNOTATION = "gamgui.io/config-checksum"
+#: The label every namespace carries with its own name (Kubernetes >= 1.21).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+#: The exporter reads one small page per scrape.
+EXPORTER_RESOURCES = ResourceSpec(
+    cpu_request="10m", memory_request="16Mi", cpu_limit="100m", memory_limit="64Mi"
+)
 MANAGED_BY = "pulumi"
 
 
@@ -98,6 +112,51 @@ def proxy_configmap(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def proxy_exporter_container(cfg: StackConfig) -> dict[str, Any]:
+    """Return the nginx-prometheus-exporter sidecar, reading stub_status over loopback.
+
+    Args:
+        cfg: the validated stack config (``proxy.metrics_enabled`` true).
+    """
+    scrape_uri = f"http://127.0.0.1:{naming.PROXY_STATUS_PORT}{naming.PROXY_STATUS_PATH}"
+    probe = {"httpGet": {"path": "/metrics", "port": naming.PROXY_METRICS_PORT_NAME}}
+    return {
+        "name": "nginx-exporter",
+        "image": cfg.proxy.metrics_exporter_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            f"--nginx.scrape-uri={scrape_uri}",
+            f"--web.listen-address=:{naming.PROXY_METRICS_PORT}",
+        ],
+        "ports": [
+            {
+                "name": naming.PROXY_METRICS_PORT_NAME,
+                "containerPort": naming.PROXY_METRICS_PORT,
+                "protocol": "TCP",
+            }
+        ],
+        "readinessProbe": {**probe, "periodSeconds": 10},
+        "resources": EXPORTER_RESOURCES.to_manifest(),
+        "securityContext": restricted_container_security(),
+    }
+
+
+def proxy_metrics_annotations(cfg: StackConfig) -> dict[str, str]:
+    """Return the ``prometheus.io/*`` pod annotations (none when metrics are off).
+
+    Args:
+        cfg: the validated stack config.
+    """
+    if not cfg.proxy.metrics_enabled:
+        return {}
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(naming.PROXY_METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+        "prometheus.io/scheme": "http",
+    }
+
+
 def proxy_deployment(cfg: StackConfig, checksum: str) -> dict[str, Any]:
     """Return the nginx Deployment.
 
@@ -134,7 +193,18 @@ def proxy_deployment(cfg: StackConfig, checksum: str) -> dict[str, Any]:
                         "name": naming.PROXY_PORT_NAME,
                         "containerPort": nginx.listen_port,
                         "protocol": "TCP",
-                    }
+                    },
+                    *(
+                        [
+                            {
+                                "name": naming.PROXY_STATUS_PORT_NAME,
+                                "containerPort": nginx.status_port,
+                                "protocol": "TCP",
+                            }
+                        ]
+                        if nginx.status_port is not None
+                        else []
+                    ),
                 ],
                 "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
                 "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
@@ -152,6 +222,8 @@ def proxy_deployment(cfg: StackConfig, checksum: str) -> dict[str, Any]:
             {"name": "nginx-tmp", "emptyDir": {"sizeLimit": "512Mi"}},
         ],
     }
+    if p.metrics_enabled:
+        pod_spec["containers"].append(proxy_exporter_container(cfg))
     if p.replicas > 1:
         pod_spec["topologySpreadConstraints"] = [
             {
@@ -176,7 +248,10 @@ def proxy_deployment(cfg: StackConfig, checksum: str) -> dict[str, Any]:
             "template": {
                 "metadata": {
                     "labels": pod_labels,
-                    "annotations": {CHECKSUM_ANNOTATION: checksum},
+                    "annotations": {
+                        CHECKSUM_ANNOTATION: checksum,
+                        **proxy_metrics_annotations(cfg),
+                    },
                 },
                 "spec": pod_spec,
             },
@@ -277,9 +352,26 @@ def proxy_ingress(cfg: StackConfig) -> dict[str, Any] | None:
 def proxy_network_policy(cfg: StackConfig) -> dict[str, Any]:
     """Return the proxy's NetworkPolicy: clients in on its port; out only DNS and sessions.
 
+    With metrics on, the status and exporter ports admit only pods of the
+    monitoring namespace.
+
     Args:
         cfg: the validated stack config.
     """
+    ingress: list[dict[str, Any]] = [
+        {"ports": [{"protocol": "TCP", "port": cfg.nginx_config().listen_port}]}
+    ]
+    if cfg.proxy.metrics_enabled:
+        monitoring = {NAMESPACE_NAME_LABEL: cfg.proxy.monitoring_namespace}
+        ingress.append(
+            {
+                "from": [{"namespaceSelector": {"matchLabels": monitoring}}],
+                "ports": [
+                    {"protocol": "TCP", "port": naming.PROXY_STATUS_PORT},
+                    {"protocol": "TCP", "port": naming.PROXY_METRICS_PORT},
+                ],
+            }
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -287,7 +379,7 @@ def proxy_network_policy(cfg: StackConfig) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": proxy_selector()},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": cfg.nginx_config().listen_port}]}],
+            "ingress": ingress,
             "egress": [
                 dns_egress_rule(),
                 {

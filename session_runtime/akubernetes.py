@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -40,7 +41,13 @@ from session_runtime.backends.kubernetes.backend import (
     _emit,
     _pick,
 )
-from session_runtime.backends.kubernetes.reap import ActivityProbe, decide, http_activity_probe
+from session_runtime.backends.kubernetes.reap import (
+    ActivityProbe,
+    ReapDecision,
+    decide,
+    http_activity_probe,
+    reap_event,
+)
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher, _drain_events, _Tracker
 from session_runtime.errors import (
@@ -60,6 +67,8 @@ from session_runtime.models import (
 from session_runtime.settings import WebSocketSettings
 
 __all__ = ["AsyncKubeApi", "AsyncKubernetesBackend"]
+
+_log = logging.getLogger("session_runtime.backends.kubernetes")
 
 T = TypeVar("T")
 _ALIVE = frozenset({SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY})
@@ -484,10 +493,22 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
         for decision in decisions:
             removed = False
             if not dry_run and decision.kind == "pod":
+                await self._record_reap(decision, now)
                 removed = await self.delete(decision.session_id)
             reaped.append(
                 ReapedSession(
-                    session_id=decision.session_id, reason=decision.reason, removed=removed
+                    session_id=decision.session_id,
+                    reason=decision.reason,
+                    reason_code=decision.code,
+                    removed=removed,
+                    idle_since=decision.idle_since,
                 )
             )
         return reaped
+
+    async def _record_reap(self, decision: ReapDecision, now: datetime) -> None:
+        """Leave an Event on the pod saying why it goes; never let that stop the reap."""
+        try:
+            await self.api.create(reap_event(decision, self.namespace, now))
+        except (ApiError, BackendError) as exc:
+            _log.warning("no reap Event for %s: %s", decision.name, exc)

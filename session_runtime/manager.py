@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 import tenacity
 
 from session_runtime import manager_rules as rules
+from session_runtime.audit import log_audit
 from session_runtime.errors import (
     SessionError,
     SessionUnauthorizedError,
 )
 from session_runtime.ids import validate_session_id
 from session_runtime.manager_rules import HANDSHAKE_BACKOFF, HANDSHAKE_RETRY_WINDOW_S
+from session_runtime.metrics import RuntimeMetrics, timed_create
 from session_runtime.models import (
     BackendSession,
     CommandResult,
@@ -77,6 +79,8 @@ class SessionManager:
         connector: how to open a WebSocket connection; tests swap it.
         preflight: raises when the backend's infrastructure is known to be down
             (:meth:`from_settings` passes ``backend.preflight``; default: none).
+        metrics: where creates, retries and reaps are counted (``metrics.registry`` is
+            what a server mounts); a fresh registry when None.
     """
 
     def __init__(
@@ -86,9 +90,11 @@ class SessionManager:
         *,
         connector: Connector | None = None,
         preflight: Callable[[], None] | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
+        self.metrics = metrics or RuntimeMetrics(backend)
         self.connector: Connector = connector or _open_connection
         self._preflight = preflight
 
@@ -139,6 +145,7 @@ class SessionManager:
         return session
 
     # --- public API ----------------------------------------------------------
+    @timed_create
     def create_session(
         self,
         session_id: str | None = None,
@@ -192,6 +199,7 @@ class SessionManager:
         token = session.token.get_secret_value()
 
         def announce(state: tenacity.RetryCallState) -> None:
+            self.metrics.handshake_retried()
             if progress is not None and state.attempt_number == 1:
                 progress(rules.handshake_progress(session.session_id))
 
@@ -279,9 +287,13 @@ class SessionManager:
             dry_run: report what would be removed, remove nothing.
         """
         self._check_enabled()
-        return self.backend.reap(
+        reaped = self.backend.reap(
             idle_timeout=self.settings.idle_timeout,
             max_lifetime=self.settings.max_lifetime,
             now=datetime.now(UTC),
             dry_run=dry_run,
         )
+        self.metrics.reaped(reaped)
+        for r in reaped:
+            log_audit("reap", r.session_id, **r.model_dump(mode="json", exclude={"session_id"}))
+        return reaped

@@ -14,6 +14,7 @@ __all__ = [
     "CreateRequest",
     "ProgressCallback",
     "ProgressEvent",
+    "ReapReason",
     "ReapedSession",
     "SessionInfo",
     "SessionStatus",
@@ -111,11 +112,28 @@ class CommandResult(BaseModel):
     duration_ms: int
 
 
+class ReapReason(StrEnum):
+    """Why the reaper removes a session: one word for metrics, events and audit lines."""
+
+    FINISHED = "finished"
+    FAILED = "failed"
+    IDLE = "idle"
+    LIFETIME_EXCEEDED = "lifetime_exceeded"
+    ORPHANED = "orphaned"
+
+
 class ReapedSession(BaseModel):
-    """One session the reaper removed (or would remove, with ``--dry-run``), and why."""
+    """One session the reaper removed (or would remove, with ``--dry-run``), and why.
+
+    ``reason_code`` is the reason as one word; ``reason`` says it in words, with
+    the numbers behind it; ``idle_since`` is the agent's last activity when the
+    session was idle.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     session_id: str
     reason: str
+    reason_code: ReapReason
     removed: bool
+    idle_since: datetime | None = None

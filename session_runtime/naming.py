@@ -44,9 +44,14 @@ __all__ = [
     "LABEL_SESSION_ID",
     "METRICS_PATH",
     "PART_OF",
+    "PROXY_METRICS_PORT",
+    "PROXY_METRICS_PORT_NAME",
     "PROXY_PORT",
     "PROXY_PORT_NAME",
     "PROXY_SERVICE_NAME",
+    "PROXY_STATUS_PATH",
+    "PROXY_STATUS_PORT",
+    "PROXY_STATUS_PORT_NAME",
     "SESSION_CONTAINER_NAME",
     "SESSION_ID_PLACEHOLDER",
     "SESSION_PATH_PREFIX",
@@ -79,6 +84,13 @@ AGENT_PORT_NAME = "agent"
 #: nginx listens unprivileged in the pod (the image runs as non-root).
 PROXY_PORT = 8080
 PROXY_PORT_NAME = "http"
+#: nginx's ``stub_status``, on its own port that only the monitoring namespace may reach.
+PROXY_STATUS_PORT = 8081
+PROXY_STATUS_PORT_NAME = "status"
+PROXY_STATUS_PATH = "/stub_status"
+#: The nginx-prometheus-exporter sidecar's Prometheus endpoint (its default port).
+PROXY_METRICS_PORT = 9113
+PROXY_METRICS_PORT_NAME = "metrics"
 HEALTH_PATH = "/healthz"
 #: Prometheus metrics of the agent; like HEALTH_PATH, unauthenticated and not activity.
 METRICS_PATH = "/metrics"

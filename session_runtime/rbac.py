@@ -8,7 +8,8 @@ The rules are exactly what the Kubernetes backend does, and no more:
   session tokens are derived from, and the default session's token. No ``list``
   and no unnamed ``get``: the runtime cannot read ``gam-credentials`` or any
   other Secret of the namespace;
-* events: list and watch (start-up progress);
+* events: list and watch (start-up progress), create (the reaper records why
+  it deletes a pod, as a ``SessionReaped`` Event on it);
 * podtemplates: get the one session template, by name.
 
 :func:`access_questions` turns the rules into the SelfSubjectAccessReview
@@ -52,7 +53,7 @@ RUNTIME_ROLE_RULES: tuple[dict[str, Any], ...] = (
         ],
         "verbs": ["get"],
     },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch", "create"]},
     {
         "apiGroups": [""],
         "resources": ["podtemplates"],

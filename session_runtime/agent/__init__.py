@@ -8,8 +8,10 @@ backpressure), ``replay`` (a command's numbered frames, bounded in bytes),
 ``live`` (a command as its attached clients see it), ``inbox`` (a command's
 input in arrival order), ``clients`` (who is on a connection), ``observe``
 (the events audit and metrics hear), ``session`` (state shared by
-connections), ``server`` (HTTP, auth, WebSocket handling) and ``app``
-(start-up, signals, idle exit).
+connections), ``server`` (HTTP, auth, WebSocket handling), ``app``
+(start-up, signals, idle exit), and the observers: ``audit`` (audit lines),
+``metrics`` (Prometheus, ``/metrics``) and ``telemetry`` (both behind the
+one observer interface).
 """
 
 from session_runtime import __version__ as AGENT_VERSION

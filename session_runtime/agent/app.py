@@ -13,6 +13,7 @@ import contextlib
 import signal
 import sys
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import serve
 
 from session_runtime.agent import AGENT_VERSION
@@ -22,6 +23,7 @@ from session_runtime.agent.log import log_event
 from session_runtime.agent.observe import AgentObserver
 from session_runtime.agent.server import SessionServer
 from session_runtime.agent.session import Session
+from session_runtime.agent.telemetry import build_telemetry
 from session_runtime.errors import SettingsError
 from session_runtime.protocol import (
     MAX_MESSAGE_BYTES,
@@ -37,16 +39,21 @@ _IDLE_TICK_S = 1.0
 _DRAIN_TIMEOUT_S = 2.0
 
 
-async def run_agent(config: AgentConfig, observer: AgentObserver | None = None) -> int:
+async def run_agent(
+    config: AgentConfig,
+    observer: AgentObserver | None = None,
+    registry: CollectorRegistry | None = None,
+) -> int:
     """Serve one session until SIGTERM/SIGINT or the idle timeout; return the exit code.
 
     Args:
         config: the validated configuration.
         observer: receives the agent's events (audit, metrics); none recorded when omitted.
+        registry: the metrics ``/metrics`` serves (empty when omitted).
     """
     copied = copy_credentials(config.credentials_dir, config.gam_config_dir)
     session = Session(config, copied, observer)
-    server = SessionServer(session)
+    server = SessionServer(session, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,8 +150,9 @@ def main() -> int:
         gam_bin=config.gam_bin,
         initial_command=config.initial_command is not None,
     )
+    telemetry = build_telemetry(config)
     try:
-        return asyncio.run(run_agent(config))
+        return asyncio.run(run_agent(config, telemetry, telemetry.registry))
     except OSError as exc:
         log_event("listen_failed", level="error", message=f"{exc.strerror} ({exc.errno})")
         print(

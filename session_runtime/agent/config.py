@@ -77,6 +77,8 @@ class AgentConfig(BaseModel):
     detach_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     #: ``warm`` asks for the GAM zygote; the launcher falls back to cold where it cannot.
     gam_mode: GamMode = DEFAULT_GAM_MODE
+    #: A file audit lines are appended to, besides stdout (the local stack sets it).
+    audit_file: Path | None = None
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -249,6 +251,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     credentials = env.get(naming.ENV_CREDENTIALS_DIR, "").strip()
     initial = env.get(naming.ENV_SESSION_COMMAND, "").strip()
     idle_timeout = _number(env, naming.ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT_S)
+    audit_file = env.get(naming.ENV_AUDIT_FILE, "").strip()
     return AgentConfig(
         session_id=session_id,
         token=token,
@@ -266,4 +269,5 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         ),
         replay_bytes=_count(env, naming.ENV_REPLAY_BYTES, DEFAULT_REPLAY_BYTES, MAX_REPLAY_BYTES),
         gam_mode=_gam_mode(env),
+        audit_file=Path(audit_file) if audit_file else None,
     )

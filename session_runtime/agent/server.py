@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from http import HTTPStatus
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -30,6 +31,7 @@ from session_runtime.agent import AGENT_VERSION
 from session_runtime.agent.clients import client_info
 from session_runtime.agent.live import Send, frame
 from session_runtime.agent.log import log_event
+from session_runtime.agent.metrics import metrics_response
 from session_runtime.agent.observe import ClientInfo
 from session_runtime.agent.runner import SinkGone
 from session_runtime.agent.session import Session
@@ -99,10 +101,12 @@ class SessionServer:
 
     Args:
         session: the shared session state.
+        registry: the metrics ``/metrics`` serves (an empty registry when None).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, registry: CollectorRegistry | None = None) -> None:
         self.session = session
+        self.registry = registry if registry is not None else CollectorRegistry()
         self._path = naming.session_path(session.config.session_id)
         self._token = session.config.token.get_secret_value().encode()
 
@@ -143,6 +147,8 @@ class SessionServer:
         path = request.path.split("?", 1)[0]
         if path == naming.HEALTH_PATH:
             return json_response(HTTPStatus.OK, self.health())
+        if path == naming.METRICS_PATH:  # like health: no token, not activity
+            return metrics_response(self.registry)
         if path != self._path:
             self._rejected(404, "path")
             return _error(HTTPStatus.NOT_FOUND, "not_found", "no such session on this agent")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from session_runtime import __version__
-from session_runtime.cli import checks, command, console, doctor, local, sessions
+from session_runtime.cli import checks, command, console, doctor, local, metrics, sessions
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -31,7 +31,15 @@ from session_runtime.errors import SessionError
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: Command groups, in the order ``--help`` lists them. Each has ``register(subparsers)``.
-COMMAND_MODULES: tuple[ModuleType, ...] = (local, sessions, command, console, checks, doctor)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    local,
+    sessions,
+    command,
+    console,
+    checks,
+    doctor,
+    metrics,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from session_runtime.audit import stream_audit_lines
 from session_runtime.cli import jsonlines
 from session_runtime.cli._common import (
     EXIT_FAILURE,
@@ -138,7 +139,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _reap(args: argparse.Namespace) -> int:
-    reaped = make_manager().reap(dry_run=args.dry_run)
+    with stream_audit_lines(sys.stderr):  # the reaper CronJob's log shows every reap
+        reaped = make_manager().reap(dry_run=args.dry_run)
     if args.json:
         emit_json([r.model_dump(mode="json") for r in reaped])
         return EXIT_OK
@@ -146,5 +148,10 @@ def _reap(args: argparse.Namespace) -> int:
         print("nothing to reap")
     for r in reaped:
         verb = "removed" if r.removed else "would remove"
-        print(f"{verb} {r.session_id}: {r.reason}")
+        code = r.reason_code.value
+        why = r.reason if r.reason.startswith(code) else f"{code}: {r.reason}"
+        if r.idle_since is not None:
+            stamp = f"{r.idle_since:%Y-%m-%dT%H:%M:%SZ}"
+            why += "" if stamp in why else f" (idle since {stamp})"
+        print(f"{verb} {r.session_id}: {why}")
     return EXIT_OK

@@ -33,8 +33,8 @@ def _pod_template(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _container(m: dict[str, Any]) -> dict[str, Any]:
-    (container,) = _pod_template(m)["spec"]["containers"]
-    return container  # type: ignore[no-any-return]
+    """The pod's main container (sidecars, such as the proxy's exporter, come after it)."""
+    return _pod_template(m)["spec"]["containers"][0]  # type: ignore[no-any-return]
 
 
 def _env(m: dict[str, Any]) -> dict[str, str]:
@@ -126,7 +126,7 @@ def test_ports_agree_across_nginx_services_env_probes_and_policies(dev_run: Stac
     )  # type: ignore[union-attr]
 
     proxy = _container(dev_run.one("Deployment", naming.PROXY_SERVICE_NAME))
-    (proxy_port,) = proxy["ports"]
+    proxy_port = proxy["ports"][0]  # then the stub_status port (tests/pulumi/test_proxy_metrics)
     assert proxy_port["containerPort"] == listen == naming.PROXY_PORT
     for probe in ("readinessProbe", "livenessProbe"):
         assert proxy[probe]["httpGet"] == {

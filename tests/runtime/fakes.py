@@ -21,6 +21,7 @@ from session_runtime.models import (
     ProgressCallback,
     ProgressEvent,
     ReapedSession,
+    ReapReason,
     SessionStatus,
 )
 
@@ -96,7 +97,14 @@ class FakeBackend(SessionBackend):
             if session.status == SessionStatus.FINISHED:
                 if not dry_run:
                     del self.sessions[sid]
-                out.append(ReapedSession(session_id=sid, reason="finished", removed=not dry_run))
+                out.append(
+                    ReapedSession(
+                        session_id=sid,
+                        reason="finished",
+                        reason_code=ReapReason.FINISHED,
+                        removed=not dry_run,
+                    )
+                )
         return out
 
 

@@ -126,7 +126,9 @@ def test_a_badly_presented_token_is_refused_through_the_proxy_and_nothing_runs(
         assert reply.status == 401
         assert reply.json() == {"error": "missing or invalid token", "code": "unauthorized"}
         assert entry["upstream"] == target.agent_address  # refused by the agent itself
-        assert [r["event"] for r in records] == ["rejected"]
+        # One log line and one audit line (without the token) say it was refused.
+        assert [r["event"] for r in records] == ["rejected", "audit"]
+        assert records[1]["action"] == "reject" and records[1]["status"] == 401
         assert records[0]["status"] == 401 and records[0]["reason"] == "token"
     assert executions(gam_record) == []
 

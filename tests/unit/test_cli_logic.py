@@ -201,7 +201,15 @@ def test_list_close_and_reap_outputs(
     code, out, _err = run(capsys, "reap", "--dry-run")
     assert code == 0 and out == "would remove two: finished\n"
     code, out, _err = run(capsys, "reap", "--json")
-    assert json.loads(out) == [{"session_id": "two", "reason": "finished", "removed": True}]
+    assert json.loads(out) == [
+        {
+            "session_id": "two",
+            "reason": "finished",
+            "reason_code": "finished",
+            "removed": True,
+            "idle_since": None,
+        }
+    ]
 
 
 def test_test_session_reports_each_step_and_exits_by_the_verdict(

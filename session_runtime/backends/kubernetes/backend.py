@@ -19,6 +19,7 @@ for one id end with one pod: the loser's 409 reads back the winner's pod.
 from __future__ import annotations
 
 import builtins
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +41,13 @@ from session_runtime.backends.kubernetes.api import (
     to_backend_error,
 )
 from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
-from session_runtime.backends.kubernetes.reap import ActivityProbe, decide, http_activity_probe
+from session_runtime.backends.kubernetes.reap import (
+    ActivityProbe,
+    ReapDecision,
+    decide,
+    http_activity_probe,
+    reap_event,
+)
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
 from session_runtime.errors import (
@@ -61,6 +68,8 @@ from session_runtime.models import (
 from session_runtime.settings import WebSocketSettings
 
 __all__ = ["TEMPLATE_CACHE_S", "TERMINATION_SLACK_S", "KubernetesBackend"]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds a PodTemplate read is reused (a template change reaches new sessions this fast).
 TEMPLATE_CACHE_S = 30.0
@@ -398,13 +407,25 @@ class KubernetesBackend(SessionBackend):
         for decision in decisions:
             removed = False
             if not dry_run and decision.kind == "pod":
+                self._record_reap(decision, now)
                 removed = self.delete(decision.session_id)
             reaped.append(
                 ReapedSession(
-                    session_id=decision.session_id, reason=decision.reason, removed=removed
+                    session_id=decision.session_id,
+                    reason=decision.reason,
+                    reason_code=decision.code,
+                    removed=removed,
+                    idle_since=decision.idle_since,
                 )
             )
         return reaped
+
+    def _record_reap(self, decision: ReapDecision, now: datetime) -> None:
+        """Leave an Event on the pod saying why it goes; never let that stop the reap."""
+        try:
+            self.api.create(reap_event(decision, self.api.namespace, now))
+        except (ApiError, BackendError) as exc:
+            _log.warning("no reap Event for %s: %s", decision.name, exc)
 
 
 def _pick(candidates: builtins.list[Pod], session_id: str) -> Pod | None:

@@ -17,17 +17,31 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Pod, Secret
 
 from session_runtime import naming
 from session_runtime.backends.kubernetes import pods
+from session_runtime.models import ReapReason
 
-__all__ = ["ORPHAN_GRACE_S", "ActivityProbe", "ReapDecision", "decide", "http_activity_probe"]
+__all__ = [
+    "ORPHAN_GRACE_S",
+    "REAP_EVENT_REASON",
+    "ActivityProbe",
+    "ReapDecision",
+    "decide",
+    "http_activity_probe",
+    "reap_event",
+]
 
 #: Seconds a token Secret may exist without its pod before it counts as orphaned.
 ORPHAN_GRACE_S = 120.0
+#: The ``reason`` of the Event recorded on a pod just before the reaper deletes it.
+REAP_EVENT_REASON = "SessionReaped"
+_EVENT_SOURCE = "gamgui-session-reaper"
 #: Agents asked for their activity at once.
 _PROBE_WORKERS = 16
 
@@ -37,12 +51,14 @@ ActivityProbe = Callable[[str], float | None]
 
 @dataclass(frozen=True)
 class ReapDecision:
-    """One object to remove: ``kind`` is ``pod`` or ``secret``."""
+    """One object to remove: ``kind`` is ``pod`` or ``secret``; ``code`` is the reason's word."""
 
     session_id: str
     kind: str
     name: str
     reason: str
+    code: ReapReason
+    idle_since: datetime | None = None
 
 
 def http_activity_probe(address: str, timeout: float = 3.0) -> float | None:
@@ -77,13 +93,13 @@ def _controlled(pod: Pod) -> bool:
     return any(o.controller for o in owners)
 
 
-def _finished_reason(pod: Pod) -> str | None:
+def _finished_reason(pod: Pod) -> tuple[ReapReason, str] | None:
     phase = pod.status.phase if pod.status else None
     if phase == "Succeeded":
-        return "finished (Succeeded)"
+        return ReapReason.FINISHED, "finished (Succeeded)"
     if phase == "Failed":
         why = pod.status.reason if pod.status else None
-        return f"failed ({why})" if why else "failed"
+        return ReapReason.FAILED, f"failed ({why})" if why else "failed"
     return None
 
 
@@ -105,13 +121,17 @@ def _probe_all(addresses: list[str], probe: ActivityProbe) -> ActivityProbe:
 
 def _pod_reason(
     pod: Pod, *, now: datetime, idle_timeout: float, max_lifetime: float, probe: ActivityProbe
-) -> str | None:
+) -> tuple[ReapReason, str, datetime | None] | None:
     finished = _finished_reason(pod)
     if finished is not None:
-        return finished
+        return (*finished, None)
     age = (now - pods.created_at(pod)).total_seconds()
     if age > max_lifetime:
-        return f"outlived its lifetime ({age:.0f}s > {max_lifetime:.0f}s)"
+        return (
+            ReapReason.LIFETIME_EXCEEDED,
+            f"outlived its lifetime ({age:.0f}s > {max_lifetime:.0f}s)",
+            None,
+        )
     address = _agent_address(pod)
     if address is None:
         return None
@@ -120,7 +140,12 @@ def _pod_reason(
         return None
     idle = now.timestamp() - last
     if idle > idle_timeout:
-        return f"idle for {idle:.0f}s (> {idle_timeout:.0f}s)"
+        since = datetime.fromtimestamp(last, UTC)
+        return (
+            ReapReason.IDLE,
+            f"idle for {idle:.0f}s (> {idle_timeout:.0f}s)",
+            since,
+        )
     return None
 
 
@@ -169,7 +194,8 @@ def decide(
             pod, now=now, idle_timeout=idle_timeout, max_lifetime=max_lifetime, probe=probe
         )
         if reason is not None:
-            decisions.append(ReapDecision(sid, "pod", name, reason))
+            code, text, since = reason
+            decisions.append(ReapDecision(sid, "pod", name, text, code, since))
     for secret in secret_list:
         sid = pods.session_id_of(secret)
         name = secret.metadata.name if secret.metadata else None
@@ -179,5 +205,38 @@ def decide(
             continue
         age = (now - pods.created_at(secret)).total_seconds()
         if age > orphan_grace:
-            decisions.append(ReapDecision(sid, "secret", name, "orphaned token Secret (no pod)"))
+            decisions.append(
+                ReapDecision(
+                    sid, "secret", name, "orphaned token Secret (no pod)", ReapReason.ORPHANED
+                )
+            )
     return decisions
+
+
+def reap_event(decision: ReapDecision, namespace: str, now: datetime) -> Event:
+    """Return the Event that tells ``kubectl describe``/``get events`` why a pod was reaped.
+
+    Args:
+        decision: a ``pod`` decision.
+        namespace: the pod's namespace.
+        now: the time of the reap (the Event's name and timestamps derive from it).
+    """
+    return Event(
+        metadata=ObjectMeta(
+            # kubectl's naming: the object's name and a unique hex suffix.
+            name=f"{decision.name}.{int(now.timestamp() * 1e9):x}",
+            namespace=namespace,
+            labels=naming.session_labels(decision.session_id),
+        ),
+        involvedObject=ObjectReference(
+            apiVersion="v1", kind="Pod", name=decision.name, namespace=namespace
+        ),
+        reason=REAP_EVENT_REASON,
+        message=f"reaped ({decision.code.value}): {decision.reason}",
+        type="Normal",
+        source=EventSource(component=_EVENT_SOURCE),
+        reportingComponent=_EVENT_SOURCE,
+        firstTimestamp=now,
+        lastTimestamp=now,
+        count=1,
+    )

@@ -56,6 +56,7 @@ from session_runtime.models import (
     ProgressCallback,
     ProgressEvent,
     ReapedSession,
+    ReapReason,
     SessionStatus,
 )
 from session_runtime.settings import WebSocketSettings
@@ -324,14 +325,21 @@ class LocalBackend(SessionBackend):
         """
         reaped = []
         for record in self.state.list_sessions():
-            reason = self._reap_reason(record, idle_timeout, max_lifetime, now)
-            if reason is None:
+            why = self._reap_reason(record, idle_timeout, max_lifetime, now)
+            if why is None:
                 continue
+            code, reason, idle_since = why
             removed = False
             if not dry_run:
                 removed = self.delete(record.session_id)
             reaped.append(
-                ReapedSession(session_id=record.session_id, reason=reason, removed=removed)
+                ReapedSession(
+                    session_id=record.session_id,
+                    reason=reason,
+                    reason_code=code,
+                    removed=removed,
+                    idle_since=idle_since,
+                )
             )
         return reaped
 
@@ -527,6 +535,7 @@ class LocalBackend(SessionBackend):
                 naming.ENV_IDLE_TIMEOUT: "0" if is_default else f"{self.idle_timeout:g}",
                 naming.ENV_COMMAND_TIMEOUT: f"{self.command_timeout:g}",
                 naming.ENV_GAMCFGDIR: str(home / "gamcfg"),
+                naming.ENV_AUDIT_FILE: str(self.state.audit_log),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -644,17 +653,23 @@ class LocalBackend(SessionBackend):
 
     def _reap_reason(
         self, record: SessionRecord, idle_timeout: float, max_lifetime: float, now: datetime
-    ) -> str | None:
+    ) -> tuple[ReapReason, str, datetime | None] | None:
         if not is_alive(record.process):
             status = self._status(record)
-            return f"{status.value}: {_EXIT_REASONS.get(status, 'the agent exited')}"
+            code = ReapReason.FAILED if status == SessionStatus.FAILED else ReapReason.FINISHED
+            return code, f"{status.value}: {_EXIT_REASONS.get(status, 'the agent exited')}", None
         if record.is_default:
             return None
         age = (now - record.created_at).total_seconds()
         if age > max_lifetime:
-            return f"expired: older than {max_lifetime:g}s"
+            return ReapReason.LIFETIME_EXCEEDED, f"expired: older than {max_lifetime:g}s", None
         health = agent_health(record.address, record.port, timeout=1.0)
         last = health.get("last_activity") if health else None
         if isinstance(last, int | float) and now.timestamp() - float(last) > idle_timeout:
-            return f"idle: no activity for more than {idle_timeout:g}s"
+            since = datetime.fromtimestamp(float(last), UTC)
+            return (
+                ReapReason.IDLE,
+                f"idle: no activity since {since:%Y-%m-%dT%H:%M:%SZ} (more than {idle_timeout:g}s)",
+                since,
+            )
         return None

@@ -155,6 +155,12 @@ class StateDir:
     def session_log(self, session_id: str) -> Path:
         return self.logs_dir / f"session-{validate_session_id(session_id)}.log"
 
+    @property
+    def audit_log(self) -> Path:
+        """The audit lines of every session of the stack (``SESSION_AUDIT_FILE``), kept after
+        the sessions are gone."""
+        return self.logs_dir / "audit.jsonl"
+
     def ensure(self) -> None:
         """Create the directory tree, private to the current user.
 
