@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -95,13 +96,18 @@ def stream_audit_lines(stream: TextIO) -> Iterator[None]:
         logger.setLevel(level)
 
 
+_FD_PATH = re.compile(r"/dev/fd/(\d+)")
+
+
 class AuditWriter:
     """Writes audit lines to a stream and optionally appends them to a file (mode 0600).
 
     Args:
         stream: where lines go; the process's stdout when None (looked up at each write,
             so a redirected ``sys.stdout`` is honoured).
-        path: a file to append every line to as well.
+        path: a file to append every line to as well; ``/dev/fd/N`` writes to the
+            already-open descriptor N (the local stack hands each session's agent
+            the shared audit file that way, since its own user may not open it).
     """
 
     def __init__(self, stream: TextIO | None = None, path: Path | None = None) -> None:
@@ -110,9 +116,16 @@ class AuditWriter:
         self._fd: int | None = None
         self.file_error: str | None = None
         if path is not None:
+            inherited = _FD_PATH.fullmatch(str(path))
             try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+                if inherited is not None:
+                    self._fd = int(inherited.group(1))
+                    os.fstat(self._fd)  # EBADF when nothing was handed over
+                    os.set_inheritable(self._fd, False)  # never GAM's
+                else:
+                    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
             except OSError as exc:
+                self._fd = None
                 self.file_error = f"{path}: {exc.strerror}"
 
     def write(self, record: dict[str, object]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -363,3 +364,25 @@ def test_a_deleted_session_leaves_no_user_behind(lab: Lab) -> None:
     with pytest.raises(KeyError):
         pwd.getpwnam(name)
     assert not lab.stack.state.session_home(sid).exists()
+
+
+def test_each_session_user_writes_the_stacks_audit_trail_without_being_able_to_open_it(
+    lab: Lab,
+) -> None:
+    audit_log = lab.stack.state.audit_log
+    marker = f"audit-{generate_session_id()}"
+    assert lab.run("alice", ["info", "user", marker]).exit_code != 0
+    lines = [json.loads(line) for line in audit_log.read_text(encoding="utf-8").splitlines()]
+    finished = [
+        r
+        for r in lines
+        if r.get("action") == "command"
+        and r.get("phase") == "finished"
+        and r.get("session_id") == "alice"
+        and marker in r.get("argv", [])
+    ]
+    assert len(finished) == 1, lines[-5:]
+    assert audit_log.stat().st_uid == 0 and audit_log.stat().st_mode & 0o077 == 0
+    # GAM, as alice, cannot open the file it is audited into.
+    result = lab.run("alice", ["csvtest", str(audit_log), "gam", "version"])
+    assert result.exit_code != 0 and "Permission denied" in result.stdout + result.stderr

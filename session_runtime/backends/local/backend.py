@@ -514,6 +514,7 @@ class LocalBackend(SessionBackend):
         home: Path,
         credentials: Path | None,
         identity: Identity | None,
+        audit_fd: int | None = None,
     ) -> dict[str, str]:
         sid = request.session_id
         env = {
@@ -535,7 +536,9 @@ class LocalBackend(SessionBackend):
                 naming.ENV_IDLE_TIMEOUT: "0" if is_default else f"{self.idle_timeout:g}",
                 naming.ENV_COMMAND_TIMEOUT: f"{self.command_timeout:g}",
                 naming.ENV_GAMCFGDIR: str(home / "gamcfg"),
-                naming.ENV_AUDIT_FILE: str(self.state.audit_log),
+                naming.ENV_AUDIT_FILE: str(self.state.audit_log)
+                if audit_fd is None
+                else f"/dev/fd/{audit_fd}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -544,6 +547,12 @@ class LocalBackend(SessionBackend):
         if credentials is not None:
             env[naming.ENV_CREDENTIALS_DIR] = str(credentials)
         return env
+
+    def _open_audit_log(self) -> int:
+        """Open the stack's audit file for appending (created 0600 for the stack's owner)."""
+        return os.open(
+            self.state.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
 
     def _session_identity(self, stack: StackRecord, sid: str) -> Identity | None:
         """The session's own user when the stack separates users (fail closed), else None."""
@@ -568,22 +577,30 @@ class LocalBackend(SessionBackend):
         try:
             identity = self._session_identity(stack, sid)
             home, credentials = self._prepare_home(request, identity)
-            env = self._agent_env(
-                request,
-                address,
-                is_default=is_default,
-                home=home,
-                credentials=credentials,
-                identity=identity,
-            )
-            process = spawn(
-                self.agent_argv,
-                env=env,
-                log_path=self.state.session_log(sid),
-                cwd=home,
-                identity=identity,
-                stdin_data=token.encode() + b"\n",  # a pipe the agent reads once
-            )
+            # A session's own user cannot open the stack's audit file: hand it over open.
+            audit_fd = None if identity is None else self._open_audit_log()
+            try:
+                env = self._agent_env(
+                    request,
+                    address,
+                    is_default=is_default,
+                    home=home,
+                    credentials=credentials,
+                    identity=identity,
+                    audit_fd=audit_fd,
+                )
+                process = spawn(
+                    self.agent_argv,
+                    env=env,
+                    log_path=self.state.session_log(sid),
+                    cwd=home,
+                    identity=identity,
+                    stdin_data=token.encode() + b"\n",  # a pipe the agent reads once
+                    pass_fds=() if audit_fd is None else (audit_fd,),
+                )
+            finally:
+                if audit_fd is not None:
+                    os.close(audit_fd)
         except (BackendError, SessionStartError):
             self.state.remove_session(sid)
             raise

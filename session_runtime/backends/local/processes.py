@@ -105,6 +105,7 @@ def spawn(
     cwd: Path,
     identity: Identity | None = None,
     stdin_data: bytes | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessRecord:
     """Start ``argv`` detached in its own process group, output appended to ``log_path``.
 
@@ -118,6 +119,8 @@ def spawn(
             0077 umask) in the child before ``exec``. None: as the caller.
         stdin_data: bytes the process reads from its stdin (a pipe, closed after them),
             e.g. a secret that must not sit in a file or the environment.
+        pass_fds: descriptors the process inherits under the same numbers (e.g. a
+            file opened here that its user could not open itself).
     """
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     read_end: int | None = None
@@ -145,6 +148,7 @@ def spawn(
             stderr=fd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
             **drop,
         )
     finally:
