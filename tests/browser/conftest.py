@@ -20,9 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from session_runtime import naming
-from session_runtime.backends.local import LocalBackend, LocalStack, proxy
+from session_runtime.backends.local import LocalBackend, LocalStack
 from session_runtime.backends.local.dns import find_dnsmasq
-from session_runtime.backends.local.processes import spawn, stop, wait_for_port
 from session_runtime.backends.local.proxy import find_nginx
 from session_runtime.console import console_dir_for, console_url, missing_vendor_files
 from session_runtime.errors import BackendUnavailableError
@@ -92,29 +91,6 @@ def console_stack(
         proxy_url = stack.proxy_url()
         assert proxy_url is not None
         yield ConsoleStack(stack, proxy_url)
-
-
-def restart_nginx(stack: LocalStack) -> None:
-    """Stop the stack's nginx and start it again on the same port (a proxy restart)."""
-    state = stack.state
-    record = state.read_stack()
-    assert record is not None
-    assert stop(record.proxy)
-    prefix, logs = state.nginx_dir, state.logs_dir
-    replacement = spawn(
-        proxy.nginx_argv(
-            find_nginx(),
-            prefix=prefix,
-            conf=prefix / "nginx.conf",
-            error_log=logs / "nginx-error.log",
-        ),
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        log_path=logs / "nginx-stdout.log",
-        cwd=prefix,
-    )
-    with state.locked():
-        state.write_stack(record.model_copy(update={"proxy": replacement}))
-    assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
 
 
 def start_fake_session(

@@ -18,8 +18,8 @@ from session_runtime import cli
 from session_runtime.cli.local import stack_env
 from session_runtime.console import console_dir_for, console_url, missing_vendor_files
 from session_runtime.ids import DEFAULT_SESSION_ID
-from tests.browser.conftest import ConsoleStack, FakeSession, restart_nginx, start_fake_session
-from tests.support.local_stack import LogCursor, running_stack
+from tests.browser.conftest import ConsoleStack, FakeSession, start_fake_session
+from tests.support.local_stack import LogCursor, restart_nginx, running_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, WebSocket

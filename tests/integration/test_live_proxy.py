@@ -13,13 +13,12 @@ import pytest
 from pydantic import SecretStr
 
 from session_runtime import naming
-from session_runtime.backends.local import LocalBackend, LocalStack, proxy
-from session_runtime.backends.local.processes import spawn, stop, wait_for_port
+from session_runtime.backends.local import LocalBackend, LocalStack
 from session_runtime.ids import generate_session_id
 from session_runtime.models import CreateRequest
 from tests.support.fake_gam import fake_gam_bin
 from tests.support.live import Peer, Transcript, resume_scenario
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import restart_nginx, running_stack
 
 Connect = Callable[[], Peer]
 
@@ -82,29 +81,6 @@ def test_twenty_disconnects_through_the_proxy_lose_and_repeat_nothing(
     assert transcript.starts == 21
 
 
-def _restart_nginx(stack: LocalStack) -> None:
-    """Stop the stack's nginx and start it again on the same port (a proxy pod restart)."""
-    state = stack.state
-    record = state.read_stack()
-    assert record is not None
-    assert stop(record.proxy)
-    prefix, logs = state.nginx_dir, state.logs_dir
-    replacement = spawn(
-        proxy.nginx_argv(
-            proxy.find_nginx(),
-            prefix=prefix,
-            conf=prefix / "nginx.conf",
-            error_log=logs / "nginx-error.log",
-        ),
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        log_path=logs / "nginx-stdout.log",
-        cwd=prefix,
-    )
-    with state.locked():
-        state.write_stack(record.model_copy(update={"proxy": replacement}))
-    assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
-
-
 def test_a_command_survives_an_nginx_restart_and_resumes_through_the_new_proxy(
     tmp_path: Path,
 ) -> None:
@@ -118,7 +94,7 @@ def test_a_command_survives_an_nginx_restart_and_resumes_through_the_new_proxy(
         peer.send(type="command", id="n1", argv=["ticks", "40", "0.1"])
         for message in peer.until(lambda m: m["type"] == "output"):
             transcript.take(message, "n1")
-        _restart_nginx(stack)
+        restart_nginx(stack)
         for message in peer.read_until_closed():  # the old proxy's connection ends
             transcript.take(message, "n1")
         peer.close()

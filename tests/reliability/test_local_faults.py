@@ -21,8 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from session_runtime.backends.local import proxy
-from session_runtime.backends.local.processes import is_alive, spawn, stop, wait_for_port
+from session_runtime.backends.local.processes import is_alive, stop
 from session_runtime.client import OutputChunk, SessionConnection
 from session_runtime.errors import (
     BackendUnavailableError,
@@ -35,7 +34,7 @@ from session_runtime.manager import SessionManager
 from session_runtime.models import SessionStatus
 from tests.reliability.conftest import manager_for
 from tests.security.conftest import SecureStack
-from tests.support.local_stack import assert_stack_gone, stack_processes
+from tests.support.local_stack import assert_stack_gone, restart_nginx, stack_processes
 
 #: Seconds a command the tests interrupt would otherwise run.
 LONG_S = 120
@@ -180,29 +179,6 @@ def test_local_down_during_activity_stops_everything_and_clients_get_typed_error
         manager.connect(ids[0])
 
 
-def _restart_nginx(stack: SecureStack) -> None:
-    """Stop the stack's nginx and start it again on the same port (a proxy pod restart)."""
-    state = stack.stack.state
-    record = state.read_stack()
-    assert record is not None
-    assert stop(record.proxy)
-    prefix, logs = state.nginx_dir, state.logs_dir
-    replacement = spawn(
-        proxy.nginx_argv(
-            proxy.find_nginx(),
-            prefix=prefix,
-            conf=prefix / "nginx.conf",
-            error_log=logs / "nginx-error.log",
-        ),
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        log_path=logs / "nginx-stdout.log",
-        cwd=prefix,
-    )
-    with state.locked():
-        state.write_stack(record.model_copy(update={"proxy": replacement}))
-    assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
-
-
 def test_restarting_nginx_closes_clients_who_reconnect_to_every_session(
     stack: SecureStack, manager: SessionManager
 ) -> None:
@@ -213,7 +189,7 @@ def test_restarting_nginx_closes_clients_who_reconnect_to_every_session(
     connections = [manager.connect(sid) for sid in ids]
     try:
         assert all(conn.ping() >= 0 for conn in connections)
-        _restart_nginx(stack)
+        restart_nginx(stack.stack)
         for conn in connections:
             with pytest.raises(ConnectionLostError):
                 conn.ping(timeout=CLIENT_TIMEOUT_S)

@@ -15,8 +15,8 @@ import time
 from session_runtime.backends.local.backend import agent_health
 from session_runtime.manager import SessionManager
 from session_runtime.models import CommandResult
-from tests.reliability.test_local_faults import _restart_nginx
 from tests.security.conftest import SecureStack
+from tests.support.local_stack import restart_nginx
 
 TICKS = 40
 
@@ -49,7 +49,7 @@ def test_send_command_returns_the_whole_output_through_an_nginx_restart(
     worker.start()
     try:
         assert _busy(stack, "through-restart"), "the command never started"
-        _restart_nginx(stack)
+        restart_nginx(stack.stack)
     finally:
         worker.join(120)
     assert not worker.is_alive()

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from session_runtime import naming
-from session_runtime.backends.local import LocalBackend, LocalStack
-from session_runtime.backends.local.processes import is_alive, port_is_free
+from session_runtime.backends.local import LocalBackend, LocalStack, proxy
+from session_runtime.backends.local.processes import (
+    is_alive,
+    port_is_free,
+    spawn,
+    stop,
+    wait_for_port,
+)
 from session_runtime.backends.local.state import ProcessRecord
 from tests.support.concurrent_creates import create_concurrently
 
@@ -29,6 +35,7 @@ __all__ = [
     "assert_stack_gone",
     "create_many_in_subprocess",
     "raw_request",
+    "restart_nginx",
     "running_stack",
     "stack_processes",
 ]
@@ -216,3 +223,26 @@ def create_many_in_subprocess(
         ``"created"`` or ``"<ErrorType>: <message>"`` per id, in order.
     """
     return create_concurrently(lambda: LocalBackend(state_dir), session_ids, max_sessions, go_file)
+
+
+def restart_nginx(stack: LocalStack) -> None:
+    """Stop the stack's nginx and start it again on the same port (a proxy pod restart)."""
+    state = stack.state
+    record = state.read_stack()
+    assert record is not None
+    assert stop(record.proxy)
+    prefix, logs = state.nginx_dir, state.logs_dir
+    replacement = spawn(
+        proxy.nginx_argv(
+            proxy.find_nginx(),
+            prefix=prefix,
+            conf=prefix / "nginx.conf",
+            error_log=logs / "nginx-error.log",
+        ),
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        log_path=logs / "nginx-stdout.log",
+        cwd=prefix,
+    )
+    with state.locked():
+        state.write_stack(record.model_copy(update={"proxy": replacement}))
+    assert wait_for_port(proxy.PROXY_LISTEN_ADDRESS, record.proxy_port, replacement, 15)
