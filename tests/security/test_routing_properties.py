@@ -42,9 +42,9 @@ _LOOKUPS_ALLOWED: set[str] = set()
 ROUTED_ID = "routed-one"
 
 #: The one request shape that may be proxied (the spec, written independently of nginx.py).
-_PROXYABLE = re.compile(
-    rf"^{re.escape(naming.SESSION_PATH_PREFIX)}(?P<sid>{SESSION_ID_PATTERN})/(?:\?[^#]*)?$"
-)
+#: No query string at all, not even an empty ``?``: nginx refuses one itself (400), so a
+#: token put there never reaches an agent or a log.
+_PROXYABLE = re.compile(rf"^{re.escape(naming.SESSION_PATH_PREFIX)}(?P<sid>{SESSION_ID_PATTERN})/$")
 _ABSOLUTE_FORM = re.compile(r"^[hH][tT][tT][pP][sS]?://[^/?#]*(?=/)")
 _NGINX_CODES = {"not_found", "bad_request", "upgrade_required", "session_unavailable"}
 
