@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
+from lightkube.resources.core_v1 import Pod, PodTemplate, Secret
 
 from session_runtime import naming, spec
 from session_runtime.abackends import AsyncSessionBackend
@@ -49,12 +49,11 @@ from session_runtime.backends.kubernetes.reap import (
     reap_event,
 )
 from session_runtime.backends.kubernetes.tokens import derive_token
-from session_runtime.backends.kubernetes.watch import PodWatcher, _drain_events, _Tracker
+from session_runtime.backends.kubernetes.watch import PodWatcher
 from session_runtime.errors import (
     BackendError,
     SessionLimitError,
     SessionNotFoundError,
-    SessionStartError,
 )
 from session_runtime.ids import validate_session_id
 from session_runtime.models import (
@@ -186,7 +185,7 @@ class _Watcher(PodWatcher):
 
     ``PodWatcher`` builds a client per wait (it runs each wait in a loop of its
     own); building one loads the TLS trust store, ~0.2 s of CPU that would stall
-    this loop on every create. The wait below is ``PodWatcher._wait`` with the
+    this loop on every create. The wait below is ``PodWatcher._follow`` on the
     shared client; the deletion wait is rare (a re-create) and is reused as is.
     """
 
@@ -197,41 +196,7 @@ class _Watcher(PodWatcher):
     async def ready(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
     ) -> Pod:
-        tracker = _Tracker(session_id, progress)
-        queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
-        tasks = [
-            asyncio.create_task(
-                self._pump(self._source(self.client, res, field, pod_name, timeout), tag, queue)
-            )
-            for res, field, tag in (
-                (Pod, "metadata.name", "pod"),
-                (Event, "involvedObject.name", "event"),
-            )
-        ]
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    tag, kind, obj = await queue.get()
-                    if tag == "error":
-                        raise to_backend_error(f"watch {kind} {pod_name}", obj)
-                    if tag == "event":
-                        if kind != "DELETED":
-                            tracker.event(obj)
-                        continue
-                    outcome = tracker.pod(kind, obj)
-                    if outcome is not None:
-                        await _drain_events(queue, tracker)
-                        return tracker.finish(obj, outcome)
-        except TimeoutError:
-            raise SessionStartError(
-                f"session {session_id} did not become ready within {timeout:g}s",
-                cause="; ".join(tracker.last) if tracker.last else "no status reported yet",
-                hint="see `kubectl describe pod`, or raise WEBSOCKET_START_TIMEOUT",
-            ) from None
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return await self._follow(self.client, session_id, pod_name, timeout, progress)
 
     async def deleted(
         self, session_id: str, pod_name: str, resource_version: str | None, timeout: float

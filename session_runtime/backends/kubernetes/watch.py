@@ -132,6 +132,20 @@ class PodWatcher:
             timeout=httpx2.Timeout(self.retry.request_timeout),
             trust_env=self.trust_env,
         )
+        try:
+            return await self._follow(client, session_id, pod_name, timeout, progress)
+        finally:
+            await client.close()
+
+    async def _follow(
+        self,
+        client: AsyncClient,
+        session_id: str,
+        pod_name: str,
+        timeout: float,
+        progress: ProgressCallback | None,
+    ) -> Pod:
+        """Watch the pod and its Events on ``client`` until it is ready, or fails."""
         tracker = _Tracker(session_id, progress)
 
         queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
@@ -170,7 +184,6 @@ class PodWatcher:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await client.close()
 
     def wait_deleted(
         self, session_id: str, pod_name: str, resource_version: str | None, timeout: float
