@@ -117,7 +117,8 @@ def test_a_command_streams_through_the_relay_in_order(
     assert frames[0]["type"] == "started"
     output = [f for f in frames if f["type"] == "output"]
     assert "".join(str(f["data"]) for f in output) == "".join(f"tick {i}\n" for i in range(1, 6))
-    assert [f["seq"] for f in output] == list(range(1, 6))
+    # A slow read may join two ticks into one frame: the seqs count frames, not lines.
+    assert [f["seq"] for f in output] == list(range(1, len(output) + 1))
     assert frames[-1]["type"] == "exit" and frames[-1]["code"] == 0
 
 
