@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import anyio
 import httpx2
+import msgspec
 from lightkube import ApiError, AsyncClient
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.resources.core_v1 import Pod, PodTemplate, Secret
+from lightkube.resources.core_v1 import Event, Pod, PodTemplate, Secret
 
 from session_runtime import naming, spec
 from session_runtime.abackends import AsyncSessionBackend
@@ -35,12 +38,7 @@ from session_runtime.backends.kubernetes.api import (
     load_kube_config,
     to_backend_error,
 )
-from session_runtime.backends.kubernetes.backend import (
-    TEMPLATE_CACHE_S,
-    TERMINATION_SLACK_S,
-    _emit,
-    _pick,
-)
+from session_runtime.backends.kubernetes.backend import TEMPLATE_CACHE_S, TERMINATION_SLACK_S
 from session_runtime.backends.kubernetes.reap import (
     ActivityProbe,
     ReapDecision,
@@ -62,6 +60,7 @@ from session_runtime.models import (
     ProgressCallback,
     ReapedSession,
     SessionStatus,
+    report_progress,
 )
 from session_runtime.settings import WebSocketSettings
 
@@ -71,6 +70,29 @@ _log = logging.getLogger("session_runtime.backends.kubernetes")
 
 T = TypeVar("T")
 _ALIVE = frozenset({SessionStatus.PENDING, SessionStatus.STARTING, SessionStatus.READY})
+#: Every kind this backend reads from the API server (Events in the pod watch).
+_DECODED_KINDS: tuple[type[Any], ...] = (Pod, PodTemplate, Secret, Event)
+#: What httpcore's first connection asks of anyio, whose package imports it lazily.
+_ANYIO_LAZY = ("connect_tcp", "create_memory_object_stream")
+
+
+def _warm_up() -> None:
+    """Pay, in a worker thread, the one-off CPU of a process's first API answer.
+
+    Both costs are once per process and would otherwise hold the event loop
+    during the first create (measured 20-80 ms each on a busy 2-core machine):
+
+    - msgspec compiles a type's decoder on first use and caches it on the class;
+      ``Pod`` has hundreds of nested fields.
+    - httpcore's first connection imports anyio's asyncio backend and its socket
+      and stream modules (anyio imports them lazily).
+    """
+    for kind in _DECODED_KINDS:
+        msgspec.json.Decoder(list[kind])  # type: ignore[valid-type]
+    anyio.run(anyio.sleep, 0)  # imports the asyncio backend, in this thread's own loop
+    for name in _ANYIO_LAZY:
+        getattr(anyio, name)
+    importlib.import_module("anyio.streams.tls")
 
 
 class AsyncKubeApi:
@@ -93,6 +115,7 @@ class AsyncKubeApi:
     ) -> None:
         self.namespace = namespace
         self.retry = retry
+        self._warm: asyncio.Future[None] | None = None
         self.client = AsyncClient(
             config,
             namespace=namespace,
@@ -105,6 +128,12 @@ class AsyncKubeApi:
         """Close the HTTP connections."""
         await self.client.close()
 
+    async def _warmed_up(self) -> None:
+        """Warm up off the loop, once; concurrent first calls share the wait."""
+        if self._warm is None:
+            self._warm = asyncio.ensure_future(asyncio.to_thread(_warm_up))
+        await asyncio.shield(self._warm)
+
     async def call(
         self, what: str, fn: Callable[[], Awaitable[T]], *, ok_statuses: Iterable[int] = ()
     ) -> T | None:
@@ -114,6 +143,7 @@ class AsyncKubeApi:
             BackendUnavailableError: transient failures outlasted the retries.
             BackendError: the API refused, with its message.
         """
+        await self._warmed_up()
         accepted = set(ok_statuses)
         tries = 0
         try:
@@ -155,6 +185,7 @@ class AsyncKubeApi:
 
     async def create(self, obj: Any) -> Any:
         """Create an object; 409 and 403 stay ApiError so callers can decide (never retried)."""
+        await self._warmed_up()
         what = f"create {type(obj).__name__} {obj.metadata.name}"
         tries = 0
         try:
@@ -185,8 +216,8 @@ class _Watcher(PodWatcher):
 
     ``PodWatcher`` builds a client per wait (it runs each wait in a loop of its
     own); building one loads the TLS trust store, ~0.2 s of CPU that would stall
-    this loop on every create. The wait below is ``PodWatcher._follow`` on the
-    shared client; the deletion wait is rare (a re-create) and is reused as is.
+    this loop on every create. Both waits below are ``PodWatcher``'s own loops
+    (``_follow``, ``_until_deleted``) on the shared client.
     """
 
     def __init__(self, client: AsyncClient, *args: Any, **kwargs: Any) -> None:
@@ -201,7 +232,7 @@ class _Watcher(PodWatcher):
     async def deleted(
         self, session_id: str, pod_name: str, resource_version: str | None, timeout: float
     ) -> None:
-        await self._wait_deleted(session_id, pod_name, resource_version, timeout)
+        await self._until_deleted(self.client, session_id, pod_name, resource_version, timeout)
 
 
 class AsyncKubernetesBackend(AsyncSessionBackend):
@@ -299,7 +330,7 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
         return await self.api.list(Pod, labels=labels)
 
     async def _find_pod(self, session_id: str) -> Pod | None:
-        return _pick(await self._session_pods(session_id), session_id)
+        return pods.pick_session_pod(await self._session_pods(session_id), session_id)
 
     async def _remove(self, sid: str) -> bool:
         removed_pod = await self.api.delete(Pod, naming.session_pod_name(sid))
@@ -319,13 +350,15 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
         """
         sid = validate_session_id(request.session_id)
         everyone = await self._session_pods()
-        existing = _pick([p for p in everyone if pods.session_id_of(p) == sid], sid)
+        existing = pods.pick_session_pod([p for p in everyone if pods.session_id_of(p) == sid], sid)
         if existing is not None:
             status = pods.pod_status(existing)
             if status in _ALIVE or pods.is_controlled(existing):
                 return await self._session(existing)
             if status is not SessionStatus.TERMINATING:
-                _emit(progress, sid, "replacing", f"previous session is {status.value}: replaced")
+                report_progress(
+                    progress, sid, "replacing", f"previous session is {status.value}: replaced"
+                )
                 await self._remove(sid)
             await self._await_gone(sid, existing)
         live = sum(1 for p in everyone if pods.is_live(p) and not pods.is_controlled(p))
@@ -339,7 +372,7 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
             return await self._session(winner)
         token = await self._create_token_secret(sid, pod)
         self._fresh[sid] = pod
-        _emit(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
+        report_progress(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
         return pods.to_backend_session(pod, token, created=True)
 
     async def _create_pod(self, sid: str, request: CreateRequest) -> Pod | None:

@@ -18,6 +18,7 @@ __all__ = [
     "ReapedSession",
     "SessionInfo",
     "SessionStatus",
+    "report_progress",
 ]
 
 
@@ -48,6 +49,14 @@ class ProgressEvent(BaseModel):
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def report_progress(
+    progress: ProgressCallback | None, session_id: str, phase: str, message: str
+) -> None:
+    """Send one progress event, when anyone listens (every backend reports this way)."""
+    if progress is not None:
+        progress(ProgressEvent(session_id=session_id, phase=phase, message=message))
 
 
 class CreateRequest(BaseModel):

@@ -1,29 +1,43 @@
 """AsyncSessionManager in one event loop: the local stack, and the Kubernetes API emulator.
 
-An event-loop lag monitor runs beside every scenario: a task that asks to wake
-every 10 ms and records how late it woke. Its maximum is printed; only a coarse
-bound (one second) is asserted, since the machine is shared — the figure in the
-output is what tells whether the loop ever stalled. The emulator scenario's
-figure is printed, not asserted: the API emulator and its kubelet (which forks
-an agent per pod) run as threads of this very process, so their CPU and the GIL
-show up as the loop's lag; a real API server is another process.
+A monitor runs beside every scenario and takes two figures, both printed:
+
+- **held**: the most CPU time one callback took on the loop's thread
+  (``time.thread_time`` around every ``Handle._run``). This is what the
+  runtime's own code does to the loop, and other processes cannot inflate it,
+  so the issue's 100 ms bound is asserted on it. The objects that exist before
+  the scenario are frozen out of the garbage collector (``gc.freeze``), so a
+  full collection of pytest's and the emulator's heap is not counted as the
+  runtime's.
+- **wall lag**: how late a task that asks to wake every 10 ms woke. That is
+  what the loop's other users feel, and it includes the operating system not
+  scheduling this process at all: the local scenario starts 20 agents and
+  their warm GAM processes (40 Pythons) on a shared 2-core machine, and the
+  emulator scenario runs the API emulator and its kubelet as threads of this
+  very process. Only a coarse bound (one second) is asserted on it; in a real
+  deployment the agents run in pods on other nodes and the API server is
+  another process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.core_v1 import Pod
 
+from session_runtime import akubernetes
 from session_runtime.abackends import ThreadedBackend
 from session_runtime.aclient import AsyncSessionConnection
-from session_runtime.akubernetes import AsyncKubernetesBackend
+from session_runtime.akubernetes import AsyncKubeApi, AsyncKubernetesBackend
 from session_runtime.amanager import AsyncSessionManager
 from session_runtime.backends.local import LocalBackend
 from session_runtime.errors import (
@@ -42,33 +56,75 @@ from tests.support.fake_gam import fake_gam_bin
 
 T = TypeVar("T")
 CONCURRENT = 20
+#: The issue's bound on a stall, asserted on the CPU one callback holds the loop for.
+HELD_BOUND_S = 0.1
 #: Asserted only as a coarse bound (a shared 2-core machine); the real figure is printed.
 LAG_BOUND_S = 1.0
 
 
 class LagMonitor:
-    """Measures how late the event loop wakes a task that sleeps ``interval`` at a time."""
+    """Measures the loop while a scenario runs: the longest callback, and how late it wakes."""
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.max_lag = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self.max_held = 0.0
+        self.held_by = ""
 
-    async def _run(self) -> None:
+    async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
             await asyncio.sleep(self.interval)
             self.max_lag = max(self.max_lag, loop.time() - before - self.interval)
 
+    @contextmanager
+    def _timing_callbacks(self) -> Iterator[None]:
+        """Time every callback run on this thread (the loop's) in thread CPU time."""
+        original = asyncio.events.Handle._run
+        loop_thread = threading.get_ident()
+        monitor = self
+
+        def timed(handle: asyncio.events.Handle) -> None:
+            if threading.get_ident() != loop_thread:
+                original(handle)
+                return
+            start = time.thread_time()
+            try:
+                original(handle)
+            finally:
+                held = time.thread_time() - start
+                if held > monitor.max_held:
+                    monitor.max_held, monitor.held_by = held, repr(handle)[:200]
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
     @asynccontextmanager
     async def watching(self, label: str) -> AsyncIterator[LagMonitor]:
-        self._task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            self._task.cancel()
-            print(f"\n{label}: max event-loop lag {self.max_lag * 1000:.1f} ms")
+        # The collector's full passes over this process's own heap (pytest, the
+        # emulator's store) are not the runtime's: what exists before the scenario
+        # is frozen out of them, as long-running servers do after start-up.
+        gc.freeze()
+        with self._timing_callbacks():
+            task = asyncio.create_task(self._tick())
+            try:
+                yield self
+            finally:
+                task.cancel()
+                gc.unfreeze()
+                print(
+                    f"\n{label}: longest callback held the loop {self.max_held * 1000:.1f} ms "
+                    f"of CPU ({self.held_by}); max event-loop lag {self.max_lag * 1000:.1f} ms"
+                )
+
+    def check(self) -> None:
+        """Assert the issue's bound on the loop's own stalls and the coarse wall bound."""
+        assert self.max_held < HELD_BOUND_S, f"a callback held the loop: {self.held_by}"
+        assert self.max_lag < LAG_BOUND_S
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -104,28 +160,30 @@ def test_twenty_sessions_created_and_twenty_commands_streamed_in_one_loop(
 ) -> None:
     ids = [f"amgr-{i:02d}" for i in range(CONCURRENT)]
 
-    async def scenario() -> tuple[float, dict[str, str]]:
-        monitor = LagMonitor()
+    async def scenario() -> tuple[list[LagMonitor], dict[str, str]]:
+        creating, streaming = LagMonitor(), LagMonitor()
         async with local_manager(max_sessions=50) as manager:
             try:
-                async with monitor.watching("20 concurrent creates + 20 streamed commands"):
+                async with creating.watching("20 concurrent creates"):
                     infos = await asyncio.gather(*(manager.create_session(sid) for sid in ids))
-                    assert all(i.status is SessionStatus.READY for i in infos)
+                assert all(i.status is SessionStatus.READY for i in infos)
 
-                    async def stream(sid: str) -> str:
-                        conn = await manager.connect(sid)
-                        async with conn, conn.command(["ticks", "5", "0.05"]) as cmd:
-                            return "".join([chunk.data async for chunk in cmd])
+                async def stream(sid: str) -> str:
+                    conn = await manager.connect(sid)
+                    async with conn, conn.command(["ticks", "5", "0.05"]) as cmd:
+                        return "".join([chunk.data async for chunk in cmd])
 
+                async with streaming.watching("20 commands streamed concurrently"):
                     outputs = await asyncio.gather(*(stream(sid) for sid in ids))
             finally:
                 await asyncio.gather(*(manager.close_session(sid) for sid in ids))
-            return monitor.max_lag, dict(zip(ids, outputs, strict=True))
+            return [creating, streaming], dict(zip(ids, outputs, strict=True))
 
-    max_lag, outputs = run(scenario)
+    monitors, outputs = run(scenario)
     expected = "".join(f"tick {i}\n" for i in range(1, 6))
     assert all(out == expected for out in outputs.values())
-    assert max_lag < LAG_BOUND_S
+    for monitor in monitors:
+        monitor.check()
 
 
 def test_progress_arrives_as_an_async_iterator_and_the_info_is_awaited(
@@ -193,7 +251,7 @@ def test_create_wait_and_close_against_the_kubernetes_api_emulator(
 
     ids = [f"akube-{i:02d}" for i in range(CONCURRENT)]
 
-    async def scenario() -> tuple[float, list[str], list[str]]:
+    async def scenario() -> tuple[LagMonitor, list[str], list[str]]:
         backend = AsyncKubernetesBackend(
             settings,
             config=KubeConfig.from_dict(kube_cluster.emulator.kubeconfig(NAMESPACE, token)),
@@ -213,11 +271,44 @@ def test_create_wait_and_close_against_the_kubernetes_api_emulator(
         assert all(i.status is SessionStatus.READY for i in infos)
         assert result.stdout == '["kube"]\n'
         assert all(closed)
-        return monitor.max_lag, listed, after
+        return monitor, listed, after
 
     started = time.monotonic()
-    max_lag, listed, after = run(scenario)
+    monitor, listed, after = run(scenario)
     print(f"emulator scenario took {time.monotonic() - started:.1f}s")
     assert set(ids) <= set(listed)
     assert not set(ids) & set(after)
-    assert max_lag >= 0  # printed above; see the module doc for why it is not bounded here
+    # The wall lag is printed, not bounded: the emulator's threads share this process's GIL.
+    assert monitor.max_held < HELD_BOUND_S, f"a callback held the loop: {monitor.held_by}"
+
+
+def test_the_first_answers_one_off_cost_is_paid_once_off_the_loop(
+    kube_cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_cluster(kube_cluster.emulator)
+    token = kube_cluster.emulator.serviceaccount_token(NAMESPACE, RUNTIME_SERVICE_ACCOUNT)
+    config = KubeConfig.from_dict(kube_cluster.emulator.kubeconfig(NAMESPACE, token))
+    threads: list[int] = []
+    original = akubernetes._warm_up
+
+    def recording() -> None:
+        threads.append(threading.get_ident())
+        original()
+
+    monkeypatch.setattr(akubernetes, "_warm_up", recording)
+
+    async def scenario() -> tuple[int, list[object]]:
+        api = AsyncKubeApi(config, NAMESPACE, retry=FAST_RETRY, trust_env=False)
+        try:
+            found = await asyncio.gather(
+                *(api.list(Pod, {"app": f"nobody-{i}"}) for i in range(5)),
+                api.get(Pod, "no-such-pod"),
+            )
+        finally:
+            await api.close()
+        return threading.get_ident(), list(found)
+
+    loop_thread, found = run(scenario)
+    assert found == [[], [], [], [], [], None]
+    assert len(threads) == 1, "concurrent first calls share one warm-up"
+    assert threads[0] != loop_thread

@@ -61,9 +61,9 @@ from session_runtime.models import (
     BackendSession,
     CreateRequest,
     ProgressCallback,
-    ProgressEvent,
     ReapedSession,
     SessionStatus,
+    report_progress,
 )
 from session_runtime.settings import WebSocketSettings
 
@@ -198,7 +198,7 @@ class KubernetesBackend(SessionBackend):
 
     def _find_pod(self, session_id: str) -> Pod | None:
         """Return the session's pod (one list request)."""
-        return _pick(self._session_pods(session_id), session_id)
+        return pods.pick_session_pod(self._session_pods(session_id), session_id)
 
     # --- SessionBackend ----------------------------------------------------------
     def create(
@@ -221,13 +221,15 @@ class KubernetesBackend(SessionBackend):
         """
         sid = validate_session_id(request.session_id)
         everyone = self._session_pods()
-        existing = _pick([p for p in everyone if pods.session_id_of(p) == sid], sid)
+        existing = pods.pick_session_pod([p for p in everyone if pods.session_id_of(p) == sid], sid)
         if existing is not None:
             status = pods.pod_status(existing)
             if status in _ALIVE or pods.is_controlled(existing):
                 return self._session(existing)
             if status is not SessionStatus.TERMINATING:
-                _emit(progress, sid, "replacing", f"previous session is {status.value}: replaced")
+                report_progress(
+                    progress, sid, "replacing", f"previous session is {status.value}: replaced"
+                )
                 self._remove(sid)
             self._await_gone(sid, existing)
         live = sum(1 for p in everyone if pods.is_live(p) and not pods.is_controlled(p))
@@ -245,7 +247,7 @@ class KubernetesBackend(SessionBackend):
             self._fresh[sid] = pod
             while len(self._fresh) > _FRESH_KEPT:  # creates nobody waited for
                 self._fresh.pop(next(iter(self._fresh)))
-        _emit(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
+        report_progress(progress, sid, "created", f"pod {naming.session_pod_name(sid)} created")
         return pods.to_backend_session(pod, token, created=True)
 
     def _create_pod(self, sid: str, request: CreateRequest) -> Pod | None:
@@ -426,23 +428,3 @@ class KubernetesBackend(SessionBackend):
             self.api.create(reap_event(decision, self.api.namespace, now))
         except (ApiError, BackendError) as exc:
             _log.warning("no reap Event for %s: %s", decision.name, exc)
-
-
-def _pick(candidates: builtins.list[Pod], session_id: str) -> Pod | None:
-    """Return the id's pod: the one named for it, else (the default session's
-    Deployment) the Ready one, then the newest; terminating labelled pods never win.
-    """
-    named = naming.session_pod_name(session_id)
-    for pod in candidates:
-        if pod.metadata is not None and pod.metadata.name == named:
-            return pod
-    alive = [
-        p for p in candidates if p.metadata is not None and p.metadata.deletionTimestamp is None
-    ]
-    alive.sort(key=lambda p: (pods.is_ready(p), pods.created_at(p)), reverse=True)
-    return alive[0] if alive else None
-
-
-def _emit(progress: ProgressCallback | None, sid: str, phase: str, message: str) -> None:
-    if progress is not None:
-        progress(ProgressEvent(session_id=sid, phase=phase, message=message))

@@ -26,6 +26,7 @@ __all__ = [
     "is_controlled",
     "is_live",
     "is_ready",
+    "pick_session_pod",
     "pod_status",
     "secret_token",
     "session_id_of",
@@ -204,3 +205,18 @@ def is_controlled(pod: Pod) -> bool:
     """Return True for a pod run by a controller (the default session's Deployment)."""
     owners = (pod.metadata.ownerReferences if pod.metadata else None) or []
     return any(o.controller for o in owners)
+
+
+def pick_session_pod(candidates: list[Pod], session_id: str) -> Pod | None:
+    """Return the id's pod: the one named for it, else (the default session's
+    Deployment) the Ready one, then the newest; terminating labelled pods never win.
+    """
+    named = naming.session_pod_name(session_id)
+    for pod in candidates:
+        if pod.metadata is not None and pod.metadata.name == named:
+            return pod
+    alive = [
+        p for p in candidates if p.metadata is not None and p.metadata.deletionTimestamp is None
+    ]
+    alive.sort(key=lambda p: (is_ready(p), created_at(p)), reverse=True)
+    return alive[0] if alive else None

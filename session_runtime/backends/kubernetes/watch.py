@@ -212,6 +212,20 @@ class PodWatcher:
             trust_env=self.trust_env,
         )
         try:
+            await self._until_deleted(client, session_id, pod_name, resource_version, timeout)
+        finally:
+            await client.close()
+
+    async def _until_deleted(
+        self,
+        client: AsyncClient,
+        session_id: str,
+        pod_name: str,
+        resource_version: str | None,
+        timeout: float,
+    ) -> None:
+        """Watch the pod on ``client`` until it is DELETED, or the deadline."""
+        try:
             async with asyncio.timeout(timeout):
                 async for kind, _ in client.watch(
                     Pod,
@@ -230,8 +244,6 @@ class PodWatcher:
             ) from None
         except (httpx2.HTTPError, OSError) as exc:
             raise to_backend_error(f"watch pod {pod_name}", exc) from None
-        finally:
-            await client.close()
 
     def _source(
         self, client: AsyncClient, res: type[Any], field: str, name: str, timeout: float

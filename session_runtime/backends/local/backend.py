@@ -54,10 +54,10 @@ from session_runtime.models import (
     BackendSession,
     CreateRequest,
     ProgressCallback,
-    ProgressEvent,
     ReapedSession,
     ReapReason,
     SessionStatus,
+    report_progress,
 )
 from session_runtime.settings import WebSocketSettings
 
@@ -118,11 +118,6 @@ def agent_health(address: str, port: int, timeout: float = 1.0) -> dict[str, obj
         return None
     finally:
         connection.close()
-
-
-def _emit(progress: ProgressCallback | None, session_id: str, phase: str, message: str) -> None:
-    if progress is not None:
-        progress(ProgressEvent(session_id=session_id, phase=phase, message=message))
 
 
 #: Why a session whose agent is gone ended, by status.
@@ -255,10 +250,14 @@ class LocalBackend(SessionBackend):
                 )
             health = agent_health(record.address, record.port, timeout=1.0)
             if health is not None and health.get("session_id") == sid:
-                _emit(progress, sid, "ready", f"agent answers at {record.address}:{record.port}")
+                report_progress(
+                    progress, sid, "ready", f"agent answers at {record.address}:{record.port}"
+                )
                 return self._to_backend(record, SessionStatus.READY)
             if not announced:
-                _emit(progress, sid, "waiting", f"waiting for the agent (pid {record.process.pid})")
+                report_progress(
+                    progress, sid, "waiting", f"waiting for the agent (pid {record.process.pid})"
+                )
                 announced = True
             if time.monotonic() >= deadline:
                 raise SessionStartError(
@@ -432,10 +431,10 @@ class LocalBackend(SessionBackend):
                     )
             address = self._allocate_address(stack)
             record = self._start_agent(request, address, stack, is_default=is_default)
-            _emit(progress, sid, "starting", f"agent started (pid {record.process.pid})")
+            report_progress(progress, sid, "starting", f"agent started (pid {record.process.pid})")
             self._sync_dns(stack)
         self._await_dns(stack, sid, address)
-        _emit(progress, sid, "registered", f"{sid}.{stack.session_domain} -> {address}")
+        report_progress(progress, sid, "registered", f"{sid}.{stack.session_domain} -> {address}")
         return self._to_backend(record, SessionStatus.STARTING).model_copy(update={"created": True})
 
     def _running_stack(self) -> StackRecord:

@@ -46,7 +46,7 @@ from session_runtime.backends.local.state import ProcessRecord, StackRecord, Sta
 from session_runtime.console import console_dir_for, install_console, remove_console
 from session_runtime.errors import BackendError
 from session_runtime.ids import DEFAULT_SESSION_ID
-from session_runtime.models import ProgressCallback, ProgressEvent, SessionStatus
+from session_runtime.models import ProgressCallback, SessionStatus, report_progress
 from session_runtime.nginx import DEFAULT_CONNECTIONS_PER_CLIENT
 
 __all__ = ["LocalStack", "ProcessStatus", "StackStatus"]
@@ -88,11 +88,6 @@ class StackStatus(BaseModel):
     #: One plain sentence on who sessions run as (``local up`` prints it).
     identity: str | None = None
     processes: list[ProcessStatus] = []
-
-
-def _emit(progress: ProgressCallback | None, phase: str, message: str) -> None:
-    if progress is not None:
-        progress(ProgressEvent(session_id=DEFAULT_SESSION_ID, phase=phase, message=message))
 
 
 def _identity_sentence(stack: StackRecord) -> str:
@@ -296,7 +291,9 @@ class LocalStack:
         dns_record, dns_port = self._start_dnsmasq(
             dnsmasq_bin, domain, timeout, log_dns_queries, dns_user.name if dns_user else None
         )
-        _emit(progress, "dns", f"dnsmasq answers on 127.0.0.1:{dns_port}")
+        report_progress(
+            progress, DEFAULT_SESSION_ID, "dns", f"dnsmasq answers on 127.0.0.1:{dns_port}"
+        )
         try:
             proxy_record, proxy_port = self._start_nginx(
                 nginx_bin,
@@ -309,7 +306,9 @@ class LocalStack:
         except BaseException:
             stop(dns_record)
             raise
-        _emit(progress, "proxy", f"nginx answers on 127.0.0.1:{proxy_port}")
+        report_progress(
+            progress, DEFAULT_SESSION_ID, "proxy", f"nginx answers on 127.0.0.1:{proxy_port}"
+        )
         stack = StackRecord(
             dns=dns_record,
             dns_port=dns_port,
@@ -323,7 +322,7 @@ class LocalStack:
             service_gid=service_gid,
         )
         self.state.write_stack(stack)
-        _emit(progress, "identity", _identity_sentence(stack))
+        report_progress(progress, DEFAULT_SESSION_ID, "identity", _identity_sentence(stack))
         return stack
 
     def _identities(self) -> tuple[bool, str | None, Identity | None]:
