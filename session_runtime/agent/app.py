@@ -21,6 +21,7 @@ from session_runtime.agent.config import AgentConfig, load_config
 from session_runtime.agent.credentials import copy_credentials
 from session_runtime.agent.log import log_event
 from session_runtime.agent.observe import AgentObserver
+from session_runtime.agent.reaper import OrphanReaper, become_subreaper
 from session_runtime.agent.server import SessionServer
 from session_runtime.agent.session import Session
 from session_runtime.agent.telemetry import build_telemetry
@@ -87,6 +88,7 @@ async def run_agent(
             detach_timeout_s=config.detach_timeout_s,
             replay_bytes=config.replay_bytes,
         )
+        sweeping = loop.create_task(OrphanReaper().run()) if become_subreaper() else None
         await session.launcher.start()
         initial = _initial_argv(config)
         if initial is not None:
@@ -98,6 +100,8 @@ async def run_agent(
         idle.cancel()
         await _stop_job(session)
         await session.launcher.close()
+        if sweeping is not None:
+            sweeping.cancel()
         ws_server.close(close_connections=True)  # code 1001, going away
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ws_server.wait_closed(), 5)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["PR_GET_DUMPABLE", "PR_SET_DUMPABLE", "is_dumpable", "make_undumpable"]
+__all__ = ["PR_GET_DUMPABLE", "PR_SET_DUMPABLE", "is_dumpable", "make_undumpable", "prctl"]
 
 #: From <linux/prctl.h>.
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 
 
-def _prctl(option: int, arg: int) -> int:
+def prctl(option: int, arg: int) -> int:
+    """Call Linux's ``prctl(option, arg)``; raise OSError when it fails."""
     libc = ctypes.CDLL(None, use_errno=True)
     result = int(libc.prctl(option, arg, 0, 0, 0))
     if result < 0:
@@ -37,7 +38,7 @@ def make_undumpable() -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    _prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_DUMPABLE, 0)
     return not is_dumpable()
 
 
@@ -45,4 +46,4 @@ def is_dumpable() -> bool:
     """Return this process's dumpable flag (True off Linux, where it is not managed)."""
     if not sys.platform.startswith("linux"):
         return True
-    return _prctl(PR_GET_DUMPABLE, 0) != 0
+    return prctl(PR_GET_DUMPABLE, 0) != 0

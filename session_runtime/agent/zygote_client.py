@@ -4,9 +4,12 @@ All I/O is on the event loop (a non-blocking SOCK_SEQPACKET socket watched with
 ``add_reader``), so the agent never blocks on the zygote. Each forked command is
 a :class:`WarmChild`, shaped like ``asyncio.subprocess.Process`` (``pid``,
 ``returncode``, ``wait()``), so the runner treats warm and cold alike. If the
-zygote dies while a command runs, that command keeps streaming; its end is then
-seen through a pidfd and its exit status, which only the zygote could read, is
-reported as :data:`LOST_STATUS_CODE` with a line on stderr.
+zygote dies while a command runs, that command keeps streaming and its end is
+seen through a pidfd. The agent is a subreaper (:mod:`~session_runtime.agent.reaper`),
+so the command is now the agent's child and its real exit status is read there.
+Only where the agent is not its parent (not a subreaper) is the status, which
+only the zygote could read, reported as :data:`LOST_STATUS_CODE` with a line on
+stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from session_runtime.agent import reaper
 from session_runtime.agent import zygote as wire
 
 __all__ = ["LOST_STATUS_CODE", "WarmChild", "ZygoteGone", "ZygoteProcess"]
@@ -58,23 +62,43 @@ class WarmChild:
         self._finish(os.waitstatus_to_exitcode(status))
 
     def _orphaned(self) -> None:
-        """The zygote is gone: watch the process through a pidfd instead."""
+        """The zygote is gone: wait for the process through a pidfd instead."""
         if self._done.done():
             return
-        self.status_lost = True
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(self.pid)
-        except OSError:  # already gone
-            self._finish(LOST_STATUS_CODE)
+        except OSError:  # already gone, and reaped by nobody we know
+            self._lose()
             return
+        reaper.claim(self.pid)
 
         def ended() -> None:
             loop.remove_reader(pidfd)
-            os.close(pidfd)
-            self._finish(LOST_STATUS_CODE)
+            try:
+                self._reap(pidfd)
+            finally:
+                os.close(pidfd)
+                reaper.release(self.pid)
 
         loop.add_reader(pidfd, ended)
+
+    def _reap(self, pidfd: int) -> None:
+        """Read the exit status as the process's new parent, if this process is that."""
+        try:
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:  # not re-parented to us: no subreaper here
+            info = None
+        if info is None:
+            self._lose()
+        elif info.si_code == os.CLD_EXITED:
+            self._finish(info.si_status)
+        else:  # killed or dumped: Popen-style -N
+            self._finish(-info.si_status)
+
+    def _lose(self) -> None:
+        self.status_lost = True
+        self._finish(LOST_STATUS_CODE)
 
 
 class ZygoteProcess:

@@ -199,6 +199,28 @@ def test_sigkill_of_the_zygote_between_commands_costs_nothing_and_it_comes_back(
         assert [e["pid"] for e in agent.events("zygote_ready")][-1] == second.pid
 
 
+def test_a_command_outliving_its_zygote_still_reports_its_real_exit_status(
+    tmp_path: Path,
+) -> None:
+    batch = tmp_path / "outlive.txt"
+    batch.write_text("gam version simple\nsleep 3\ngam version simple\n", encoding="utf-8")
+    with gam_agent("outlive", tmp_path, "warm") as agent:
+        zygote = zygote_of(agent)
+        assert zygote is not None
+        with SessionConnection.open(agent.url, TOKEN) as conn:
+            stream = conn.stream(f"batch {batch}", timeout=120)
+            for chunk in stream:
+                if "Sleepiing" in chunk.data or "Sleeping" in chunk.data:
+                    break
+            zygote.send_signal(signal.SIGKILL)  # the command is its child: now the agent's
+            zygote.wait(timeout=10)
+            rest = "".join(chunk.data for chunk in stream if chunk.stream == "stderr")
+            assert conn.last_exit is not None
+            assert conn.last_exit.code == 0, rest
+            assert "exit status is unknown" not in rest
+        wait_until(lambda: agent.health()["gam_mode"] == "warm")
+
+
 def test_a_non_python_gam_bin_runs_cold(tmp_path: Path, fake_gam: str) -> None:
     with running_agent("fake", TOKEN, tmp_path=tmp_path, gam_bin=fake_gam) as agent:
         assert agent.health()["gam_mode"] == "cold"

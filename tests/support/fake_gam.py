@@ -17,6 +17,7 @@ commands that are slow, huge, failing or badly encoded on demand:
 ``ticks N SECONDS``    prints ``tick 1`` ... ``tick N``, one every SECONDS
 ``batch -``            reads command lines from stdin until EOF and runs each (``gam batch -``)
 ``cat``                copies stdin to stdout until EOF
+``orphan N``           leaves a process behind: prints its pid, exits; it lives N seconds more
 ``ttyinfo``            prints whether stdin/stdout are terminals and the terminal size as
                        JSON, then once more for every line read from stdin, until EOF
 ``steal PID FILE NEEDLE``  tries to read FILE, ``/proc/PID/environ`` and ``/proc/PID/mem``
@@ -164,6 +165,16 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per behaviour
                 code = max(code, main(shlex.split(line)))
                 sys.stdout.flush()
         return code
+    elif cmd == "orphan":
+        pid = os.fork()
+        if pid == 0:  # the orphan: its parent is gone by the time it exits
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)  # a daemon's manners: the command's output ends now
+            time.sleep(float(args[0]))
+            os._exit(0)
+        _write(sys.stdout, f"{pid}\n".encode())
     elif cmd == "cat":
         while chunk := os.read(0, 65536):
             _write(sys.stdout, chunk)
