@@ -30,6 +30,7 @@ from session_runtime.abackends import AsyncSessionBackend, ThreadedBackend, get_
 from session_runtime.aclient import AsyncSessionConnection
 from session_runtime.errors import SessionError, SessionUnauthorizedError
 from session_runtime.ids import validate_session_id
+from session_runtime.metrics import LastListed, RuntimeMetrics, timed_acreate
 from session_runtime.models import (
     BackendSession,
     CommandResult,
@@ -96,6 +97,9 @@ class AsyncSessionManager:
         connector: how to open a WebSocket connection; tests swap it.
         preflight: raises when the backend's infrastructure is known to be down
             (called in a worker thread: it may read files).
+        metrics: where creates, retries and reaps are counted (``metrics.registry`` is
+            what the server mounts); sessions by status are those of the last
+            :meth:`list_sessions`, since a scrape cannot await.
     """
 
     def __init__(
@@ -105,9 +109,12 @@ class AsyncSessionManager:
         *,
         connector: AsyncConnector | None = None,
         preflight: Callable[[], None] | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
+        self._listed = LastListed(backend.name)
+        self.metrics = metrics or RuntimeMetrics(self._listed)
         self.connector: AsyncConnector = connector or _open_connection
         self._preflight = preflight
 
@@ -161,6 +168,7 @@ class AsyncSessionManager:
         return session
 
     # --- public API ----------------------------------------------------------
+    @timed_acreate
     async def create_session(
         self,
         session_id: str | None = None,
@@ -253,6 +261,7 @@ class AsyncSessionManager:
                     or time.monotonic() + delay > give_up
                 ):
                     raise rules.handshake_failed(attempt, exc) from exc
+                self.metrics.handshake_retried()
                 if progress is not None and attempt == 1:
                     progress(rules.handshake_progress(session.session_id))
                 await asyncio.sleep(delay)
@@ -320,7 +329,9 @@ class AsyncSessionManager:
     async def list_sessions(self) -> list[SessionInfo]:
         """Return every session, oldest first."""
         rules.check_enabled(self.settings)
-        return [rules.session_info(self.settings, s) for s in await self.backend.list()]
+        sessions = await self.backend.list()
+        self._listed.update(sessions)
+        return [rules.session_info(self.settings, s) for s in sessions]
 
     async def reap(self, *, dry_run: bool = False) -> list[ReapedSession]:
         """Remove finished, expired, idle and orphaned sessions.
@@ -329,9 +340,11 @@ class AsyncSessionManager:
             dry_run: report what would be removed, remove nothing.
         """
         rules.check_enabled(self.settings)
-        return await self.backend.reap(
+        reaped = await self.backend.reap(
             idle_timeout=self.settings.idle_timeout,
             max_lifetime=self.settings.max_lifetime,
             now=datetime.now(UTC),
             dry_run=dry_run,
         )
+        rules.record_reaped(self.metrics, reaped)
+        return reaped

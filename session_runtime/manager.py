@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import tenacity
 
 from session_runtime import manager_rules as rules
-from session_runtime.audit import log_audit
 from session_runtime.errors import (
     SessionError,
     SessionUnauthorizedError,
@@ -293,7 +292,5 @@ class SessionManager:
             now=datetime.now(UTC),
             dry_run=dry_run,
         )
-        self.metrics.reaped(reaped)
-        for r in reaped:
-            log_audit("reap", r.session_id, **r.model_dump(mode="json", exclude={"session_id"}))
+        rules.record_reaped(self.metrics, reaped)
         return reaped

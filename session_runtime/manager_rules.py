@@ -5,8 +5,8 @@
 how they wait; every decision is made here once: the enabled switch, input
 validation and the create request (limits, token), the session info handed to
 servers, the not-found error, the handshake retry policy and how its failures
-map to typed errors, the reaper's arguments, and the progress events of phase
-two.
+map to typed errors, what a reap records (metrics, audit), and the progress
+events of phase two.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import secrets
 
 from pydantic import SecretStr
 
+from session_runtime.audit import log_audit
 from session_runtime.errors import (
     CommandTimeoutError,
     HandshakeRejectedError,
@@ -26,10 +27,12 @@ from session_runtime.errors import (
     SessionUnauthorizedError,
 )
 from session_runtime.ids import generate_session_id, validate_session_id
+from session_runtime.metrics import RuntimeMetrics
 from session_runtime.models import (
     BackendSession,
     CreateRequest,
     ProgressEvent,
+    ReapedSession,
     SessionInfo,
 )
 from session_runtime.retry import Backoff
@@ -48,6 +51,7 @@ __all__ = [
     "not_found",
     "own_token_refused",
     "ready_progress",
+    "record_reaped",
     "session_info",
     "worth_another_handshake",
 ]
@@ -157,3 +161,10 @@ def ready_progress(session_id: str) -> ProgressEvent:
     return ProgressEvent(
         session_id=session_id, phase="ready", message="session answers through the proxy"
     )
+
+
+def record_reaped(metrics: RuntimeMetrics, reaped: list[ReapedSession]) -> None:
+    """Count a reap's removals and write one audit line per session it reported."""
+    metrics.reaped(reaped)
+    for r in reaped:
+        log_audit("reap", r.session_id, **r.model_dump(mode="json", exclude={"session_id"}))

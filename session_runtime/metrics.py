@@ -1,26 +1,31 @@
 """The runtime's Prometheus registry: sessions, creates, limit refusals, reaps, retries.
 
-A :class:`~session_runtime.manager.SessionManager` owns one
+A :class:`~session_runtime.manager.SessionManager` and an
+:class:`~session_runtime.amanager.AsyncSessionManager` each own one
 :class:`RuntimeMetrics`; the gamgui server mounts its ``registry`` (for
-example ``prometheus_client.make_wsgi_app(manager.metrics.registry)``) and
-``gamgui-session metrics`` prints a snapshot. Sessions by status are read
-from the backend's list at each scrape (the cluster is the database: any
-replica reports the same numbers); the counters and the histogram count what
-this process did. Every metric is listed in docs/operations.md ("Metrics").
+example ``prometheus_client.make_asgi_app(manager.metrics.registry)``) and
+``gamgui-session metrics`` prints a snapshot. For the sync manager, sessions by
+status are read from the backend's list at each scrape (the cluster is the
+database: any replica reports the same numbers). A scrape cannot await, so the
+asyncio manager reports its last list (:class:`LastListed`). The counters and
+the histogram count what this process did. Every metric is listed in
+docs/operations.md ("Metrics").
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from session_runtime.errors import (
+    BackendUnavailableError,
     InvalidNameError,
     InvalidSessionIdError,
     SessionConnectError,
@@ -33,13 +38,16 @@ from session_runtime.errors import (
 from session_runtime.models import ReapedSession, ReapReason, SessionStatus
 
 if TYPE_CHECKING:
-    from session_runtime.backends.base import SessionBackend
+    from session_runtime.models import BackendSession
 
 __all__ = [
     "CREATE_DURATION_BUCKETS",
     "METRIC_PREFIX",
+    "LastListed",
+    "ListedSessions",
     "RuntimeMetrics",
     "create_result",
+    "timed_acreate",
     "timed_create",
 ]
 
@@ -70,10 +78,46 @@ def create_result(error: BaseException | None) -> str:
     return "error" if isinstance(error, SessionError) else "exception"
 
 
+class ListedSessions(Protocol):
+    """What sessions by status are read from: a sync backend, or :class:`LastListed`."""
+
+    name: str
+
+    def list(self) -> list[BackendSession]:
+        """Return every session; raise SessionError when they cannot be read."""
+        ...
+
+
+class LastListed:
+    """The sessions an asyncio manager last listed, for a scrape that cannot await.
+
+    Args:
+        name: the backend's name (the ``backend`` label).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._sessions: list[BackendSession] | None = None
+
+    def update(self, sessions: Iterable[BackendSession]) -> None:
+        """Keep what the backend just returned."""
+        self._sessions = list(sessions)
+
+    def list(self) -> list[BackendSession]:
+        """Return the last list.
+
+        Raises:
+            BackendUnavailableError: nothing was listed yet (the scrape says list_up 0).
+        """
+        if self._sessions is None:
+            raise BackendUnavailableError("no list of sessions read yet")
+        return list(self._sessions)
+
+
 class _SessionsCollector(Collector):
     """Sessions by status, from the backend's list at scrape time."""
 
-    def __init__(self, backend: SessionBackend) -> None:
+    def __init__(self, backend: ListedSessions) -> None:
         self._backend = backend
 
     def collect(self) -> Iterable[Metric]:
@@ -107,14 +151,14 @@ class _SessionsCollector(Collector):
 
 
 class RuntimeMetrics:
-    """The metrics one :class:`~session_runtime.manager.SessionManager` records.
+    """The metrics one session manager records.
 
     Args:
-        backend: the backend sessions are listed from (its ``name`` is the ``backend`` label).
+        backend: what sessions are listed from (its ``name`` is the ``backend`` label).
         registry: where the metrics live; a new registry when None.
     """
 
-    def __init__(self, backend: SessionBackend, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, backend: ListedSessions, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.backend_name = backend.name
         reg, p = self.registry, METRIC_PREFIX
@@ -190,6 +234,18 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+@contextlib.contextmanager
+def _observed(metrics: RuntimeMetrics) -> Iterator[None]:
+    """Record the create the block runs: its duration and result (the error is re-raised)."""
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        metrics.created(time.monotonic() - started, exc)
+        raise
+    metrics.created(time.monotonic() - started, None)
+
+
 def timed_create(
     method: Callable[Concatenate[_Self, _P], _R],
 ) -> Callable[Concatenate[_Self, _P], _R]:
@@ -201,13 +257,20 @@ def timed_create(
 
     @functools.wraps(method)
     def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        started = time.monotonic()
-        try:
-            result = method(self, *args, **kwargs)
-        except BaseException as exc:
-            self.metrics.created(time.monotonic() - started, exc)
-            raise
-        self.metrics.created(time.monotonic() - started, None)
-        return result
+        with _observed(self.metrics):
+            return method(self, *args, **kwargs)
+
+    return timed
+
+
+def timed_acreate(
+    method: Callable[Concatenate[_Self, _P], Awaitable[_R]],
+) -> Callable[Concatenate[_Self, _P], Coroutine[Any, Any, _R]]:
+    """:func:`timed_create` for a coroutine method (the asyncio manager's)."""
+
+    @functools.wraps(method)
+    async def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _observed(self.metrics):
+            return await method(self, *args, **kwargs)
 
     return timed

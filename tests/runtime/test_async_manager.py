@@ -53,6 +53,7 @@ from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, RUNTIME_SERVICE_ACC
 from tests.kubernetes.harness import _SESSION_IN_PATH, KubeCluster
 from tests.runtime.conftest import StackHandle
 from tests.support.fake_gam import fake_gam_bin
+from tests.support.prometheus import Samples, count, samples
 
 T = TypeVar("T")
 CONCURRENT = 20
@@ -230,6 +231,37 @@ def test_the_async_verbs_raise_the_sync_managers_errors(
                 await disabled.create_session("amgr-disabled")
 
     run(scenario)
+
+
+def test_async_creates_are_measured_as_the_sync_ones_and_sessions_come_from_the_last_list(
+    local_manager: Callable[..., AsyncSessionManager],
+) -> None:
+    n = 3
+    ids = [f"amgr-metrics-{i}" for i in range(n)]
+
+    async def scenario() -> tuple[Samples, Samples, str]:
+        async with local_manager(max_sessions=n - 1) as manager:
+            try:
+                for sid in ids[:-1]:
+                    await manager.create_session(sid)
+                with pytest.raises(SessionLimitError):
+                    await manager.create_session(ids[-1])
+                before = samples(manager.metrics)
+                await manager.list_sessions()
+                after = samples(manager.metrics)
+            finally:
+                await asyncio.gather(*(manager.close_session(sid) for sid in ids))
+            return before, after, manager.backend.name
+
+    before, after, backend = run(scenario)
+    hist = "gamgui_session_create_duration_seconds_count"
+    assert count(after, hist, backend=backend, result="ok") == n - 1
+    assert count(after, hist, backend=backend, result="limit") == 1
+    assert count(after, hist, backend=backend) == n
+    assert count(after, "gamgui_session_limit_refusals_total", backend=backend) == 1
+    assert count(before, "gamgui_sessions_list_up", backend=backend) == 0  # nothing listed yet
+    assert count(after, "gamgui_sessions_list_up", backend=backend) == 1
+    assert count(after, "gamgui_sessions", backend=backend, status="ready") >= n - 1
 
 
 # --- Kubernetes API emulator ---------------------------------------------------------------

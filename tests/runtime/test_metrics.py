@@ -17,22 +17,7 @@ from session_runtime.models import SessionStatus
 from session_runtime.settings import load_settings
 from tests.runtime.conftest import ManagerFactory
 from tests.runtime.fakes import FakeBackend, FakeNetwork
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(metrics: RuntimeMetrics) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(metrics.snapshot())
-        for s in family.samples
-    }
-
-
-def _count(s: Samples, name: str, **labels: str) -> float:
-    """Sum the samples of ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, lab), v in s.items() if n == name and want <= set(lab))
+from tests.support.prometheus import count, samples
 
 
 def test_n_creates_with_one_refused_give_n_minus_one_successes_one_refusal_n_observations(
@@ -47,14 +32,14 @@ def test_n_creates_with_one_refused_give_n_minus_one_successes_one_refusal_n_obs
         manager.create_session(f"metrics-{n - 1}")
     s = samples(manager.metrics)
     hist = "gamgui_session_create_duration_seconds_count"
-    assert _count(s, hist, backend=backend, result="ok") == n - 1
-    assert _count(s, hist, backend=backend, result="limit") == 1
-    assert _count(s, hist, backend=backend) == n
-    assert _count(s, "gamgui_session_limit_refusals_total", backend=backend) == 1
-    assert _count(s, "gamgui_sessions_list_up", backend=backend) == 1
+    assert count(s, hist, backend=backend, result="ok") == n - 1
+    assert count(s, hist, backend=backend, result="limit") == 1
+    assert count(s, hist, backend=backend) == n
+    assert count(s, "gamgui_session_limit_refusals_total", backend=backend) == 1
+    assert count(s, "gamgui_sessions_list_up", backend=backend) == 1
     # The default session may be listed too; the ones created here are all ready.
-    assert _count(s, "gamgui_sessions", backend=backend, status="ready") >= n - 1
-    assert _count(s, "gamgui_sessions", backend=backend, status="failed") == 0
+    assert count(s, "gamgui_sessions", backend=backend, status="ready") >= n - 1
+    assert count(s, "gamgui_sessions", backend=backend, status="failed") == 0
 
 
 def _fake_manager(network: FakeNetwork | None = None) -> SessionManager:
@@ -69,8 +54,8 @@ def test_a_failed_start_is_observed_with_its_result() -> None:
     with pytest.raises(SessionStartError):
         manager.create_session("broken")
     s = samples(manager.metrics)
-    assert _count(s, "gamgui_session_create_duration_seconds_count", result="start_failed") == 1
-    assert _count(s, "gamgui_session_limit_refusals_total") == 0
+    assert count(s, "gamgui_session_create_duration_seconds_count", result="start_failed") == 1
+    assert count(s, "gamgui_session_limit_refusals_total") == 0
 
 
 @pytest.mark.parametrize(
@@ -110,8 +95,8 @@ def test_reaps_are_counted_by_reason_and_audited(caplog: pytest.LogCaptureFixtur
         assert manager.reap(dry_run=True)[0].removed is False
         assert manager.reap()[0].removed is True
     s = samples(manager.metrics)
-    assert _count(s, "gamgui_sessions_reaped_total", reason="finished") == 1  # not the dry run
-    assert _count(s, "gamgui_sessions_reaped_total", reason="idle") == 0
+    assert count(s, "gamgui_sessions_reaped_total", reason="finished") == 1  # not the dry run
+    assert count(s, "gamgui_sessions_reaped_total", reason="idle") == 0
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == AUDIT_LOGGER]
     assert [(x["action"], x["session_id"], x["removed"]) for x in lines] == [
         ("reap", "gone", False),
@@ -125,8 +110,8 @@ def test_handshake_retries_are_counted() -> None:
     manager = _fake_manager(FakeNetwork(failures=failures))
     manager.create_session("retry")
     s = samples(manager.metrics)
-    assert _count(s, "gamgui_session_handshake_retries_total") == 2
-    assert _count(s, "gamgui_session_create_duration_seconds_count", result="ok") == 1
+    assert count(s, "gamgui_session_handshake_retries_total") == 2
+    assert count(s, "gamgui_session_create_duration_seconds_count", result="ok") == 1
 
 
 def test_cli_metrics_prints_a_parseable_snapshot(
