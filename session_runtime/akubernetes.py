@@ -490,9 +490,12 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
         reaped = []
         for decision in decisions:
             removed = False
-            if not dry_run and decision.kind == "pod":
+            if not dry_run and decision.kind in ("pod", "replica"):
                 await self._record_reap(decision, now)
-                removed = await self.delete(decision.session_id)
+                if decision.kind == "replica":  # its controller starts a fresh pod
+                    removed = await self.api.delete(Pod, decision.name)
+                else:
+                    removed = await self.delete(decision.session_id)
             reaped.append(
                 ReapedSession(
                     session_id=decision.session_id,

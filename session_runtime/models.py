@@ -129,6 +129,8 @@ class ReapReason(StrEnum):
     IDLE = "idle"
     LIFETIME_EXCEEDED = "lifetime_exceeded"
     ORPHANED = "orphaned"
+    #: A controller's pod whose agent restarted after its one-time token hand-off.
+    RESTARTED = "restarted"
 
 
 class ReapedSession(BaseModel):

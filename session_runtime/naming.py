@@ -9,6 +9,7 @@ from __future__ import annotations
 from session_runtime.ids import validate_session_id
 
 __all__ = [
+    "AGENT_EXIT_TOKEN_SPENT",
     "AGENT_PORT",
     "AGENT_PORT_NAME",
     "ANNOTATION_COMMAND",
@@ -81,6 +82,9 @@ TOKEN_BEARER_PREFIX = "bearer."
 AGENT_PORT = 8080
 #: The named container/Service port of the agent (Services and probes refer to it by name).
 AGENT_PORT_NAME = "agent"
+#: The agent's exit status when its token hand-off was already read: a restarted container
+#: of a pod (the hand-off runs once per pod). The reaper replaces such a default-session pod.
+AGENT_EXIT_TOKEN_SPENT = 75
 #: nginx listens unprivileged in the pod (the image runs as non-root).
 PROXY_PORT = 8080
 PROXY_PORT_NAME = "http"

@@ -16,8 +16,9 @@ import sys
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import serve
 
+from session_runtime import naming
 from session_runtime.agent import AGENT_VERSION
-from session_runtime.agent.config import AgentConfig, load_config
+from session_runtime.agent.config import AgentConfig, TokenSpentError, load_config
 from session_runtime.agent.credentials import copy_credentials
 from session_runtime.agent.log import log_event
 from session_runtime.agent.observe import AgentObserver
@@ -147,7 +148,7 @@ def main() -> int:
     except SettingsError as exc:
         log_event("config_error", level="error", message=str(exc))
         print(f"session agent: {exc}", file=sys.stderr)
-        return 2
+        return naming.AGENT_EXIT_TOKEN_SPENT if isinstance(exc, TokenSpentError) else 2
     log_event(
         "starting",
         session_id=config.session_id,

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_CONNECTIONS_LIMIT",
     "MAX_REPLAY_BYTES",
     "AgentConfig",
+    "TokenSpentError",
     "load_config",
 ]
 
@@ -45,6 +46,15 @@ MAX_CONNECTIONS_LIMIT = 10_000
 DEFAULT_REPLAY_BYTES = 4 * 1024 * 1024
 MAX_REPLAY_BYTES = 1024 * 1024 * 1024
 _MAX_TOKEN_BYTES = 4096
+
+
+class TokenSpentError(SettingsError):
+    """The token hand-off on a memory volume is empty: this container already read it.
+
+    In a pod the hand-off runs once per pod, so a restarted agent container finds
+    nothing; only a new pod gets a token. The agent exits with
+    :data:`~session_runtime.naming.AGENT_EXIT_TOKEN_SPENT` so the reaper can tell.
+    """
 
 
 class AgentConfig(BaseModel):
@@ -163,6 +173,13 @@ def _read_token_once(path: str) -> str:
     elsewhere is left alone: it belongs to whoever wrote it.
     """
     fd = _FD_PATH.fullmatch(path)
+    if fd is None and not Path(path).exists() and _mount_fs_type(Path(path)) in _MEMORY_FS_TYPES:
+        raise TokenSpentError(
+            f"{naming.ENV_SESSION_TOKEN_FILE} was already read: this container restarted",
+            cause=f"{path} is gone from its memory volume",
+            hint="a pod's token is handed over once per pod; the reaper replaces a "
+            "default-session pod in this state, or delete the pod",
+        )
     try:
         if fd is not None:  # read the descriptor itself: no /proc lookup, then it is closed
             with os.fdopen(int(fd.group(1)), "rb", closefd=True) as handle:

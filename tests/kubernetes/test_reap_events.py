@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Event
 
+from session_runtime import naming
+from session_runtime.akubernetes import AsyncKubernetesBackend
 from session_runtime.backends.kubernetes import KubernetesBackend
 from session_runtime.backends.kubernetes.reap import REAP_EVENT_REASON
 from session_runtime.errors import BackendError
-from session_runtime.models import ReapReason
-from tests.kubernetes.conftest import CREATED_AT, NAMESPACE
+from session_runtime.models import ReapedSession, ReapReason
+from session_runtime.settings import WebSocketSettings
+from tests.kubernetes.conftest import (
+    CREATED_AT,
+    FAST_RETRY,
+    NAMESPACE,
+    RUNTIME_SERVICE_ACCOUNT,
+    Activity,
+)
 from tests.kubernetes.test_lifecycle import IDLE, LIFETIME, crowded  # noqa: F401 - fixture
 from tests.support.kube_emulator import KubeEmulator
 
@@ -82,3 +93,78 @@ def test_a_refused_event_does_not_stop_the_reap(
     reaped = _reap(backend)
     assert set(reaped) == {"idle", "done", "crashed", "ancient"}
     assert all(r.removed for r in reaped.values())  # type: ignore[attr-defined]
+
+
+def _agent_restarted(emulator: KubeEmulator, pod_name: str, exit_code: int) -> None:
+    """Give a stored pod the status of an agent container that restarted after ``exit_code``."""
+    stored = next(p for p in emulator.list("pods", NAMESPACE) if p["metadata"]["name"] == pod_name)
+    status = dict(stored.get("status") or {})
+    status["containerStatuses"] = [
+        {
+            "name": naming.SESSION_CONTAINER_NAME,
+            "image": "gamgui-session:test",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error"}},
+        }
+    ]
+    emulator.set_status("pods", NAMESPACE, pod_name, status)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "replaced"), [(naming.AGENT_EXIT_TOKEN_SPENT, True), (137, False)]
+)
+def test_a_default_pod_whose_agent_restarted_with_its_token_spent_is_replaced(
+    backend: KubernetesBackend,
+    crowded: KubeEmulator,  # noqa: F811 - the fixture
+    exit_code: int,
+    replaced: bool,
+) -> None:
+    default_pod = naming.session_pod_name("default")
+    _agent_restarted(crowded, default_pod, exit_code)
+    reaped = _reap(backend)
+    names = {p["metadata"]["name"] for p in crowded.list("pods", NAMESPACE)}
+    if not replaced:  # an OOM kill alone: the next start tells (with the spent code)
+        assert "default" not in reaped and default_pod in names
+        return
+    default = reaped["default"]
+    assert default.reason_code is ReapReason.RESTARTED  # type: ignore[attr-defined]
+    assert default.removed  # type: ignore[attr-defined]
+    assert default_pod not in names  # the pod only: its Deployment starts a fresh one
+    events = [e for e in crowded.list("events", NAMESPACE) if e.get("reason") == REAP_EVENT_REASON]
+    assert any(e["involvedObject"]["name"] == default_pod and "(restarted)" in e["message"]
+               for e in events)  # fmt: skip
+
+
+def test_the_async_backend_replaces_the_same_pod(
+    backend: KubernetesBackend,
+    crowded: KubeEmulator,  # noqa: F811 - the fixture
+    settings: WebSocketSettings,
+    activity: Activity,
+) -> None:
+    default_pod = naming.session_pod_name("default")
+    _agent_restarted(crowded, default_pod, naming.AGENT_EXIT_TOKEN_SPENT)
+    token = crowded.serviceaccount_token(NAMESPACE, RUNTIME_SERVICE_ACCOUNT)
+
+    async def scenario() -> dict[str, ReapedSession]:
+        async_backend = AsyncKubernetesBackend(
+            settings,
+            config=KubeConfig.from_dict(crowded.kubeconfig(NAMESPACE, token)),
+            retry=FAST_RETRY,
+            activity_probe=activity,
+            trust_env=False,
+        )
+        try:
+            reaped = await async_backend.reap(
+                idle_timeout=IDLE, max_lifetime=LIFETIME, now=CREATED_AT
+            )
+        finally:
+            await async_backend.aclose()
+        return {r.session_id: r for r in reaped}
+
+    reaped = asyncio.run(scenario())
+    assert set(reaped) == {"idle", "done", "crashed", "ancient", "default"}
+    assert reaped["default"].reason_code is ReapReason.RESTARTED and reaped["default"].removed
+    assert default_pod not in {p["metadata"]["name"] for p in crowded.list("pods", NAMESPACE)}

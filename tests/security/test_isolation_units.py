@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from session_runtime import naming
-from session_runtime.agent.config import _mount_fs_type, load_config
+from session_runtime.agent.config import TokenSpentError, _mount_fs_type, load_config
 from session_runtime.backends.local.dns import dnsmasq_argv
 from session_runtime.backends.local.identity import (
     SESSION_USER_PREFIX,
@@ -92,6 +92,30 @@ def test_a_token_file_on_a_memory_volume_is_deleted_once_read(tmp_path: Path) ->
         config = load_config(_env(tmp_path, str(token)))
         assert config.token.get_secret_value() == "tok-in-memory"
         assert not token.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a tmpfs at /dev/shm")
+def test_a_restarted_agent_finds_its_token_spent_and_exits_with_the_code_the_reaper_knows(
+    tmp_path: Path,
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as volume:
+        token = Path(volume) / "token"
+        token.write_text("tok-once\n", encoding="utf-8")
+        load_config(_env(tmp_path, str(token)))  # the first start reads (and removes) it
+        with pytest.raises(TokenSpentError, match="already read: this container restarted"):
+            load_config(_env(tmp_path, str(token)))
+        env = {**os.environ, **_env(tmp_path, str(token))}
+        restarted = subprocess.run(
+            [sys.executable, "-m", "session_runtime.agent"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert restarted.returncode == naming.AGENT_EXIT_TOKEN_SPENT, restarted.stderr
+    assert "already read" in restarted.stderr
+    assert "tok-once" not in restarted.stderr + restarted.stdout
 
 
 def test_a_token_file_elsewhere_is_left_to_its_owner(tmp_path: Path) -> None:

@@ -408,9 +408,12 @@ class KubernetesBackend(SessionBackend):
         reaped = []
         for decision in decisions:
             removed = False
-            if not dry_run and decision.kind == "pod":
+            if not dry_run and decision.kind in ("pod", "replica"):
                 self._record_reap(decision, now)
-                removed = self.delete(decision.session_id)
+                if decision.kind == "replica":  # its controller starts a fresh pod
+                    removed = self.api.delete(Pod, decision.name)
+                else:
+                    removed = self.delete(decision.session_id)
             reaped.append(
                 ReapedSession(
                     session_id=decision.session_id,

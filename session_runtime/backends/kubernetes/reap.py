@@ -4,9 +4,14 @@ A pod is reaped when it finished (Succeeded/Failed), outlived the maximum
 lifetime, or its agent reports no activity for longer than the idle timeout. A
 token Secret is reaped when no pod of its session exists and it is older than a
 grace period (so a create in flight, which writes the Secret just before the
-Pod, is never mistaken for an orphan). Pods owned by a controller (the default
-session's Deployment) and pods already terminating are left alone. An agent
-that cannot be asked is not called idle: unknown is not idle.
+Pod, is never mistaken for an orphan). Pods already terminating are left
+alone, and so are pods owned by a controller (the default session's
+Deployment), with one exception: a pod whose agent container restarted and
+exited because its one-time token hand-off was spent
+(:data:`~session_runtime.naming.AGENT_EXIT_TOKEN_SPENT`). That pod can never
+serve again, so it is removed as a ``replica`` (the pod only) and its
+Deployment starts a fresh one. An agent that cannot be asked is not called
+idle: unknown is not idle.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ ActivityProbe = Callable[[str], float | None]
 
 @dataclass(frozen=True)
 class ReapDecision:
-    """One object to remove: ``kind`` is ``pod`` or ``secret``; ``code`` is the reason's word."""
+    """One object to remove; ``code`` is the reason's word.
+
+    ``kind`` is ``pod`` (the session and all it owns), ``replica`` (only this pod:
+    its controller replaces it) or ``secret``.
+    """
 
     session_id: str
     kind: str
@@ -91,6 +100,18 @@ def http_activity_probe(address: str, timeout: float = 3.0) -> float | None:
 def _controlled(pod: Pod) -> bool:
     owners = (pod.metadata.ownerReferences if pod.metadata else None) or []
     return any(o.controller for o in owners)
+
+
+def _token_spent(pod: Pod) -> bool:
+    """True when the agent container last exited because its token hand-off was spent."""
+    for status in (pod.status.containerStatuses if pod.status else None) or []:
+        if status.name != naming.SESSION_CONTAINER_NAME:
+            continue
+        for state in (status.state, status.lastState):
+            ended = state.terminated if state is not None else None
+            if ended is not None and ended.exitCode == naming.AGENT_EXIT_TOKEN_SPENT:
+                return True
+    return False
 
 
 def _finished_reason(pod: Pod) -> tuple[ReapReason, str] | None:
@@ -188,7 +209,20 @@ def decide(
         if sid is None or name is None:
             continue
         with_pod.add(sid)
-        if _controlled(pod) or (pod.metadata and pod.metadata.deletionTimestamp is not None):
+        if pod.metadata and pod.metadata.deletionTimestamp is not None:
+            continue
+        if _controlled(pod):
+            if _token_spent(pod):
+                decisions.append(
+                    ReapDecision(
+                        sid,
+                        "replica",
+                        name,
+                        "its agent restarted and cannot read its one-time token again; "
+                        "its Deployment starts a fresh pod",
+                        ReapReason.RESTARTED,
+                    )
+                )
             continue
         reason = _pod_reason(
             pod, now=now, idle_timeout=idle_timeout, max_lifetime=max_lifetime, probe=probe
