@@ -119,6 +119,8 @@ class CommandRun:
         self._stop_reason: str | None = None
         self._stopper: asyncio.Task[None] | None = None
         self._detached = False
+        #: Set once the process exists, or once it is known it never will.
+        self.spawned = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -271,6 +273,12 @@ class CommandRun:
 
     async def run(self) -> RunOutcome:
         """Start the process, stream it to the end and return how it ended."""
+        try:
+            return await self._run()
+        finally:
+            self.spawned.set()
+
+    async def _run(self) -> RunOutcome:
         started = time.monotonic()
         if self._stop_reason is not None:  # stopped while waiting for its turn
             return RunOutcome(
@@ -294,6 +302,7 @@ class CommandRun:
             await self._emit("stderr", not_executable(self.argv[0], exc))
             return RunOutcome(NOT_EXECUTABLE_CODE, _ms_since(started))
         self._proc = proc
+        self.spawned.set()
         if self._stop_reason is not None:  # stopped while it was being born
             self.stop(self._stop_reason)
         timer = None

@@ -45,8 +45,6 @@ __all__ = ["Job", "Send", "Session", "SessionBusy", "gam_environment"]
 
 #: Variables the agent itself reads that GAM must never see.
 _PRIVATE_ENV = frozenset({"SESSION_TOKEN", "SESSION_TOKEN_FILE"})
-#: How often stdin waits for a just-started command's process to exist.
-_SPAWN_POLL_S = 0.01
 #: Exit code reported when a run ended without an outcome (the agent was torn down).
 _ABORTED_CODE = 128 + 9
 
@@ -463,6 +461,14 @@ class Session:
 
 
 async def _spawned(job: Job) -> None:
-    """Wait until the job's process exists (input may arrive right after ``command``)."""
-    while job.run.pid is None and job.task is not None and not job.task.done():
-        await asyncio.sleep(_SPAWN_POLL_S)
+    """Wait until the job's process exists (input may arrive right after ``command``).
+
+    A job cancelled while queued never runs: its task's end is waited for too.
+    """
+    if job.task is None or job.task.done():
+        return
+    spawned = asyncio.ensure_future(job.run.spawned.wait())
+    try:
+        await asyncio.wait({spawned, job.task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        spawned.cancel()

@@ -34,6 +34,24 @@ def test_batch_dash_fed_two_lines_and_eof_runs_both(agent: RunningAgent) -> None
     assert frames[-1]["code"] == 0
 
 
+def test_input_sent_with_the_command_before_it_started_waits_for_its_process(
+    agent: RunningAgent,
+) -> None:
+    peer = Peer(agent.url, TOKEN)
+    try:  # no wait for "started": the input races the spawn and must still arrive, in order
+        peer.send(type="command", id="b0", argv=["cat"], stdin=True)
+        for i in range(5):
+            peer.send(type="stdin", id="b0", data=f"line {i}\n")
+        peer.send(type="stdin", id="b0", eof=True)
+        frames = peer.until(lambda m: m["type"] == "exit")
+    finally:
+        peer.close()
+    assert [f for f in frames if f["type"] == "error"] == []
+    out = "".join(str(f["data"]) for f in frames if f["type"] == "output")
+    assert out == "".join(f"line {i}\n" for i in range(5))
+    assert frames[-1]["code"] == 0
+
+
 def test_stdin_after_eof_is_refused_clearly(agent: RunningAgent) -> None:
     peer = Peer(agent.url, TOKEN)
     try:
