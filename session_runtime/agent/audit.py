@@ -59,9 +59,9 @@ class AuditObserver:
         """Record a connection's end and its close code."""
         self._write("disconnect", **_who(client), close_code=close_code)
 
-    def rejected(self, status: int, reason: str) -> None:
-        """Record a refused handshake (the token, if any, is never seen here)."""
-        self._write("reject", status=status, reason=reason)
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
+        """Record a refused handshake and who tried (the token, if any, is never seen here)."""
+        self._write("reject", **_who(client), status=status, reason=reason)
 
     def command_started(self, command: CommandInfo) -> None:
         """Record a command's start."""

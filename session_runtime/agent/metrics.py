@@ -129,7 +129,7 @@ class AgentMetrics:
         """Count a connection's end."""
         self.connections_open.dec()
 
-    def rejected(self, status: int, reason: str) -> None:
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
         """Count a refused handshake."""
         self.rejections.labels(reason=reason).inc()
 

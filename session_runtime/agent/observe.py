@@ -52,8 +52,8 @@ class AgentObserver(Protocol):
     def disconnected(self, client: ClientInfo, close_code: int | None) -> None:
         """A connection ended."""
 
-    def rejected(self, status: int, reason: str) -> None:
-        """A handshake was refused (``reason``: path, token, connections ...)."""
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
+        """A handshake from ``client`` was refused (``reason``: path, token, connections ...)."""
 
     def command_started(self, command: CommandInfo) -> None:
         """A command's process started."""
@@ -77,7 +77,7 @@ class NullObserver:
     def disconnected(self, client: ClientInfo, close_code: int | None) -> None:
         """Ignore."""
 
-    def rejected(self, status: int, reason: str) -> None:
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
         """Ignore."""
 
     def command_started(self, command: CommandInfo) -> None:

@@ -126,9 +126,12 @@ class SessionServer:
             "connections": len(s.connections),
         }
 
-    def _rejected(self, status: int, reason: str) -> None:
-        log_event("rejected", level="warning", status=status, reason=reason)
-        self.session.observer.rejected(status, reason)
+    def _rejected(
+        self, connection: ServerConnection, request: Request, status: int, reason: str
+    ) -> None:
+        client = client_info(request.headers, _peer(connection))
+        log_event("rejected", level="warning", status=status, reason=reason, client=client.client)
+        self.session.observer.rejected(client, status, reason)
 
     def _authorized(self, request: Request) -> bool:
         ok = False
@@ -150,13 +153,13 @@ class SessionServer:
         if path == naming.METRICS_PATH:  # like health: no token, not activity
             return metrics_response(self.registry)
         if path != self._path:
-            self._rejected(404, "path")
+            self._rejected(connection, request, 404, "path")
             return _error(HTTPStatus.NOT_FOUND, "not_found", "no such session on this agent")
         if not self._authorized(request):
-            self._rejected(401, "token")
+            self._rejected(connection, request, 401, "token")
             return _error(HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or invalid token")
         if len(self.session.connections) >= self.session.config.max_connections:
-            self._rejected(429, "connections")
+            self._rejected(connection, request, 429, "connections")
             return _error(
                 HTTPStatus.TOO_MANY_REQUESTS,
                 "too_many_connections",

@@ -54,9 +54,9 @@ class Telemetry:
         """Forward to every observer."""
         self._each("disconnected", lambda o: o.disconnected(client, close_code))
 
-    def rejected(self, status: int, reason: str) -> None:
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
         """Forward to every observer."""
-        self._each("rejected", lambda o: o.rejected(status, reason))
+        self._each("rejected", lambda o: o.rejected(client, status, reason))
 
     def command_started(self, command: CommandInfo) -> None:
         """Forward to every observer."""

@@ -21,6 +21,7 @@ from session_runtime.models import ReapedSession
 from session_runtime.redact import REDACTED
 
 ALICE = ClientInfo(connection_id="c1", client="203.0.113.9", user="alice@example.com")
+REJECTED_CLIENT = ClientInfo(connection_id="c9", client="198.51.100.7", user=None)
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -118,7 +119,7 @@ def test_connection_attach_cancel_and_reject_lines() -> None:
     obs.attached(ALICE, "k1", 7)
     obs.cancel_requested(ALICE, "k1", "cancelled")
     obs.cancel_requested(None, "k1", "timed_out")
-    obs.rejected(401, "token")
+    obs.rejected(REJECTED_CLIENT, 401, "token")
     obs.disconnected(ALICE, 1000)
     lines = _lines(out)
     assert [line["action"] for line in lines] == [
@@ -132,6 +133,7 @@ def test_connection_attach_cancel_and_reject_lines() -> None:
     assert lines[1]["after_seq"] == 7
     assert lines[3]["client"] is None and lines[3]["reason"] == "timed_out"
     assert lines[4]["status"] == 401
+    assert lines[4]["client"] == "198.51.100.7"  # who was refused, never with a token
     assert lines[5]["close_code"] == 1000
 
 
@@ -191,7 +193,7 @@ def test_every_audit_field_is_documented() -> None:
     obs.command_finished(cmd, RunOutcome(0, 1), 0)
     obs.attached(ALICE, "k", 0)
     obs.cancel_requested(ALICE, "k", "cancelled")
-    obs.rejected(401, "token")
+    obs.rejected(REJECTED_CLIENT, 401, "token")
     obs.disconnected(ALICE, 1000)
     fields = {key for line in _lines(out) for key in line}
     fields |= set(ReapedSession.model_fields) - {"session_id"}

@@ -44,8 +44,9 @@ class Recorder:
     def disconnected(self, client: ClientInfo, close_code: int | None) -> None:
         self.calls.append(("disconnected", (client, close_code)))
 
-    def rejected(self, status: int, reason: str) -> None:
-        self.calls.append(("rejected", (status, reason)))
+    def rejected(self, client: ClientInfo, status: int, reason: str) -> None:
+        host = (client.client or "").rsplit(":", 1)[0]  # a direct peer is host:port
+        self.calls.append(("rejected", (host, status, reason)))
 
     def command_started(self, command: CommandInfo) -> None:
         self.calls.append(("command_started", (command,)))
@@ -203,7 +204,7 @@ def test_refused_handshakes_are_reported(
         assert info.value.response.status_code == status
 
     recorder = _run(tmp_path, fake_gam, scenario)
-    assert recorder.named("rejected") == [(status, reason)]
+    assert recorder.named("rejected") == [("127.0.0.1", status, reason)]
     assert recorder.named("connected") == []
 
 

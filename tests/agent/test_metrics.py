@@ -19,6 +19,8 @@ from tests.support.agents import RunningAgent, start_agent
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 CLIENT = ClientInfo("c1", "127.0.0.1")
 
+REJECTED_CLIENT = ClientInfo(connection_id="c9", client="198.51.100.7", user=None)
+
 
 def parse(text: str) -> Samples:
     """Every sample of a Prometheus text page, keyed by name and sorted labels."""
@@ -51,7 +53,7 @@ def test_events_move_exactly_their_metrics() -> None:
     metrics.connected(CLIENT)
     metrics.connected(CLIENT)
     metrics.disconnected(CLIENT, 1000)
-    metrics.rejected(401, "token")
+    metrics.rejected(REJECTED_CLIENT, 401, "token")
     for _ in range(3):
         metrics.command_started(cmd)
     metrics.command_finished(cmd, RunOutcome(0, 20, gam_mode="warm"), 100)
