@@ -19,8 +19,13 @@ __all__ = ["AuditObserver"]
 
 def _who(client: ClientInfo | None) -> dict[str, object]:
     if client is None:
-        return {"connection_id": None, "client": None, "user": None}
-    return {"connection_id": client.connection_id, "client": client.client, "user": client.user}
+        return {"connection_id": None, "client": None, "user": None, "forwarded_for": None}
+    return {
+        "connection_id": client.connection_id,
+        "client": client.client,
+        "user": client.user,
+        "forwarded_for": list(client.forwarded_for) or None,
+    }
 
 
 class AuditObserver:

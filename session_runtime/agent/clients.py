@@ -1,10 +1,13 @@
 """Who is on a connection: its id, the client address and the user the server named.
 
-The proxy sets ``X-Real-IP`` (its own peer) and appends to ``X-Forwarded-For``
-(whose first entry is the original client when the server in front of it
-forwards one); without them, the TCP peer is the client. Only values that
-parse as IP addresses are taken, so a header can never smuggle text into an
-audit line. The user comes from :data:`~session_runtime.naming.HEADER_USER`
+The proxy sets ``X-Real-IP`` to its own TCP peer, replacing whatever the
+client sent, so that is the address recorded as ``client``: nobody on the
+other side of the proxy can choose it. ``X-Forwarded-For`` is what the client
+and any proxies in front *claimed*, with our proxy's peer appended; its
+entries are kept apart as ``forwarded_for`` (worth reading behind a load
+balancer, never proof). Without the proxy the TCP peer is the client. Only
+values that parse as IP addresses are taken, so a header can never smuggle
+text into an audit line. The user comes from :data:`~session_runtime.naming.HEADER_USER`
 when it is one printable value of bounded length; otherwise it is ignored.
 """
 
@@ -18,10 +21,20 @@ from websockets.datastructures import Headers
 from session_runtime import naming
 from session_runtime.agent.observe import ClientInfo
 
-__all__ = ["MAX_USER_LENGTH", "client_address", "client_info", "new_connection_id", "user_name"]
+__all__ = [
+    "MAX_FORWARDED",
+    "MAX_USER_LENGTH",
+    "client_address",
+    "client_info",
+    "forwarded_for",
+    "new_connection_id",
+    "user_name",
+]
 
 #: Longest user name taken from the header (an email address is far shorter).
 MAX_USER_LENGTH = 256
+#: ``X-Forwarded-For`` entries kept (the last ones: the hops nearest the proxy).
+MAX_FORWARDED = 8
 
 
 def new_connection_id() -> str:
@@ -42,19 +55,29 @@ def _ip(value: str) -> str | None:
 
 
 def client_address(headers: Headers, peer: str) -> str:
-    """Return the client's address: first ``X-Forwarded-For`` entry, ``X-Real-IP``, or the peer.
+    """Return the address our proxy saw (``X-Real-IP``), else the TCP peer.
+
+    ``X-Forwarded-For`` never decides it: without our proxy in between, every
+    entry of it is the connecting party's own say-so.
 
     Args:
         headers: the handshake request's headers.
         peer: the TCP peer as ``host:port`` (or ``unknown``).
     """
-    for name in ("X-Forwarded-For", "X-Real-IP"):
-        values = headers.get_all(name)
-        if values:
-            address = _ip(values[0].split(",", 1)[0])
-            if address is not None:
-                return address
-    return peer
+    real = headers.get_all("X-Real-IP")
+    address = _ip(real[0]) if len(real) == 1 else None
+    return address if address is not None else peer
+
+
+def forwarded_for(headers: Headers) -> tuple[str, ...]:
+    """Return the IP addresses ``X-Forwarded-For`` claims, in order (at most the last few).
+
+    Args:
+        headers: the handshake request's headers.
+    """
+    entries = [e for value in headers.get_all("X-Forwarded-For") for e in value.split(",")]
+    found = [a for a in (_ip(e) for e in entries) if a is not None]
+    return tuple(found[-MAX_FORWARDED:])
 
 
 def user_name(headers: Headers) -> str | None:
@@ -84,4 +107,5 @@ def client_info(headers: Headers, peer: str, connection_id: str | None = None) -
         connection_id=connection_id or new_connection_id(),
         client=client_address(headers, peer),
         user=user_name(headers),
+        forwarded_for=forwarded_for(headers),
     )

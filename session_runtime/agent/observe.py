@@ -20,14 +20,15 @@ __all__ = ["AgentObserver", "ClientInfo", "CommandInfo", "NullObserver"]
 class ClientInfo:
     """One WebSocket connection: its id, the client address and the user the server named.
 
-    ``client`` is the first address of ``X-Forwarded-For`` (or ``X-Real-IP``)
-    as set by the proxy, else the TCP peer; ``user`` is the ``X-Gamgui-User``
-    header when the server set one.
+    ``client`` is the address the proxy saw (``X-Real-IP``), else the TCP peer;
+    ``forwarded_for`` is what ``X-Forwarded-For`` claimed; ``user`` is the
+    ``X-Gamgui-User`` header when the server set one (see ``clients``).
     """
 
     connection_id: str
     client: str
     user: str | None = None
+    forwarded_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

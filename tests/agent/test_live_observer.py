@@ -137,7 +137,9 @@ def test_connect_command_attach_and_disconnect_are_reported_with_who(
     recorder = _run(tmp_path, fake_gam, scenario)
     alice, bob = (args[0] for args in recorder.named("connected"))
     assert isinstance(alice, ClientInfo) and isinstance(bob, ClientInfo)
-    assert (alice.client, alice.user) == ("203.0.113.7", "alice@x.org")
+    # Connected directly (no proxy): the peer is the client, the claimed chain kept apart.
+    assert alice.client.startswith("127.0.0.1:") and alice.user == "alice@x.org"
+    assert alice.forwarded_for == ("203.0.113.7", "10.1.1.1")
     assert bob.client.startswith("127.0.0.1:") and bob.user is None
     assert alice.connection_id != bob.connection_id
     [(started,)] = recorder.named("command_started")

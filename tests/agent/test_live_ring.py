@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from websockets.datastructures import Headers
 
 from session_runtime import naming
-from session_runtime.agent.clients import MAX_USER_LENGTH, client_address, client_info, user_name
+from session_runtime.agent.clients import (
+    MAX_FORWARDED,
+    MAX_USER_LENGTH,
+    client_address,
+    client_info,
+    forwarded_for,
+    user_name,
+)
 from session_runtime.agent.replay import Gap, ReplayRing
 
 
@@ -83,21 +90,45 @@ def test_every_reader_gets_each_retained_seq_once_after_the_exact_gap(
 
 # --- who is on a connection ----------------------------------------------------------
 @pytest.mark.parametrize(
-    ("headers", "expected"),
+    ("headers", "expected", "chain"),
     [
-        ([("X-Forwarded-For", "203.0.113.7, 10.0.0.2"), ("X-Real-IP", "10.0.0.2")], "203.0.113.7"),
-        ([("X-Real-IP", "10.0.0.2")], "10.0.0.2"),
-        ([("X-Forwarded-For", "[2001:db8::1]:443")], "2001:db8::1"),
-        ([("X-Forwarded-For", "198.51.100.4:5555")], "198.51.100.4"),
-        ([("X-Forwarded-For", 'not-an-ip {"evil": 1}'), ("X-Real-IP", "10.0.0.9")], "10.0.0.9"),
-        ([("X-Forwarded-For", "garbage")], "127.0.0.1:4242"),
-        ([], "127.0.0.1:4242"),
+        # Behind a load balancer: nginx's peer is the balancer; the chain says the rest.
+        (
+            [("X-Forwarded-For", "203.0.113.7, 10.0.0.2"), ("X-Real-IP", "10.0.0.2")],
+            "10.0.0.2",
+            ("203.0.113.7", "10.0.0.2"),
+        ),
+        # A client that forges the chain: nginx appends its real peer and sets X-Real-IP.
+        (
+            [("X-Forwarded-For", "192.0.2.66, 198.51.100.9"), ("X-Real-IP", "198.51.100.9")],
+            "198.51.100.9",
+            ("192.0.2.66", "198.51.100.9"),
+        ),
+        ([("X-Real-IP", "10.0.0.2")], "10.0.0.2", ()),
+        ([("X-Real-IP", "[2001:db8::1]:443")], "2001:db8::1", ()),
+        # Without our proxy, a forwarded chain alone is the caller's say-so: the peer counts.
+        ([("X-Forwarded-For", "198.51.100.4:5555")], "127.0.0.1:4242", ("198.51.100.4",)),
+        (
+            [("X-Forwarded-For", 'not-an-ip {"evil": 1}'), ("X-Real-IP", "10.0.0.9")],
+            "10.0.0.9",
+            (),
+        ),
+        ([("X-Forwarded-For", "garbage")], "127.0.0.1:4242", ()),
+        ([("X-Real-IP", "10.0.0.1"), ("X-Real-IP", "10.0.0.2")], "127.0.0.1:4242", ()),
+        ([], "127.0.0.1:4242", ()),
     ],
 )
-def test_the_client_address_comes_from_the_proxy_headers_else_the_peer(
-    headers: list[tuple[str, str]], expected: str
+def test_the_client_is_the_proxys_peer_and_the_forwarded_chain_is_kept_apart(
+    headers: list[tuple[str, str]], expected: str, chain: tuple[str, ...]
 ) -> None:
     assert client_address(Headers(headers), "127.0.0.1:4242") == expected
+    assert forwarded_for(Headers(headers)) == chain
+
+
+def test_a_long_forwarded_chain_keeps_its_last_entries() -> None:
+    addresses = [f"192.0.2.{i}" for i in range(1, 21)]
+    headers = Headers([("X-Forwarded-For", ", ".join(addresses))])
+    assert forwarded_for(headers) == tuple(addresses[-MAX_FORWARDED:])
 
 
 @pytest.mark.parametrize(
