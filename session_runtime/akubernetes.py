@@ -40,6 +40,7 @@ from session_runtime.backends.kubernetes.api import (
 )
 from session_runtime.backends.kubernetes.backend import TEMPLATE_CACHE_S, TERMINATION_SLACK_S
 from session_runtime.backends.kubernetes.reap import (
+    STUCK_FACTOR,
     ActivityProbe,
     ReapDecision,
     decide,
@@ -486,6 +487,7 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
             probe=self.activity_probe,
+            stuck_after=STUCK_FACTOR * self.settings.start_timeout,
         )
         reaped = []
         for decision in decisions:

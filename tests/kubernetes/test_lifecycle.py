@@ -10,7 +10,7 @@ import pytest
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend
 from session_runtime.errors import BackendError
-from session_runtime.models import SessionStatus
+from session_runtime.models import ReapReason, SessionStatus
 from session_runtime.settings import WebSocketSettings
 from tests.kubernetes.conftest import (
     CREATED_AT,
@@ -164,7 +164,14 @@ def crowded(emulator: KubeEmulator, activity: Activity) -> KubeEmulator:
     _put_session(emulator, "idle", created=young, ip="10.1.0.2")
     activity.by_address[f"10.1.0.2:{naming.AGENT_PORT}"] = now - IDLE - 100
     _put_session(emulator, "mute", created=young, ip="10.1.0.3")  # agent does not answer
-    _put_session(emulator, "starting", created=young, phase="Pending", ready=False)
+    # Pending for less than twice the start timeout (5 s here): still expected to start.
+    _put_session(
+        emulator,
+        "starting",
+        created=CREATED_AT - timedelta(seconds=3),
+        phase="Pending",
+        ready=False,
+    )
     _put_session(emulator, "done", created=young, phase="Succeeded", ready=False)
     _put_session(emulator, "crashed", created=young, phase="Failed", ready=False)
     old = CREATED_AT - timedelta(seconds=LIFETIME + 60)
@@ -204,6 +211,29 @@ def test_reap_chooses_exactly_finished_expired_idle_sessions(
     assert left == {"busy", "mute", "starting", "default"}
     secrets = {s["metadata"]["labels"][naming.LABEL_SESSION_ID] for s in session_secrets(crowded)}
     assert secrets <= {"busy", "mute", "starting", "default", "orphan"}
+
+
+def test_a_pod_pending_long_after_any_create_gave_up_is_reaped_as_failed(
+    backend: KubernetesBackend, crowded: KubeEmulator, settings: WebSocketSettings
+) -> None:
+    stuck_after = 2 * settings.start_timeout
+    _put_session(
+        crowded,
+        "stuck",
+        created=CREATED_AT - timedelta(seconds=stuck_after + 1),
+        phase="Pending",
+        ready=False,
+    )
+    reaped = {r.session_id: r for r in backend.reap(
+        idle_timeout=IDLE, max_lifetime=LIFETIME, now=CREATED_AT
+    )}  # fmt: skip
+    assert reaped["stuck"].reason_code is ReapReason.FAILED
+    assert reaped["stuck"].reason == f"never started (Pending for 11s > {stuck_after:.0f}s)"
+    assert "starting" not in reaped  # Pending, but younger than that
+    left = {
+        p["metadata"]["labels"][naming.LABEL_SESSION_ID] for p in crowded.list("pods", NAMESPACE)
+    }
+    assert "stuck" not in left and "starting" in left
 
 
 def test_reap_reads_no_secret_at_all(backend: KubernetesBackend, crowded: KubeEmulator) -> None:

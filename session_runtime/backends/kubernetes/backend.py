@@ -42,6 +42,7 @@ from session_runtime.backends.kubernetes.api import (
 )
 from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
 from session_runtime.backends.kubernetes.reap import (
+    STUCK_FACTOR,
     ActivityProbe,
     ReapDecision,
     decide,
@@ -404,6 +405,7 @@ class KubernetesBackend(SessionBackend):
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
             probe=self.activity_probe,
+            stuck_after=STUCK_FACTOR * self.settings.start_timeout,
         )
         reaped = []
         for decision in decisions:

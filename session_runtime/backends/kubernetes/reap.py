@@ -1,7 +1,9 @@
 """Which session objects the reaper removes, and why: a pure decision on listed objects.
 
 A pod is reaped when it finished (Succeeded/Failed), outlived the maximum
-lifetime, or its agent reports no activity for longer than the idle timeout. A
+lifetime, its agent reports no activity for longer than the idle timeout, or it
+is still Pending long after any create would have given up on it (a pod whose
+creator died before its token Secret existed never starts). A
 token Secret is reaped when no pod of its session exists and it is older than a
 grace period (so a create in flight, which writes the Secret just before the
 Pod, is never mistaken for an orphan). Pods already terminating are left
@@ -35,6 +37,7 @@ from session_runtime.models import ReapReason
 __all__ = [
     "ORPHAN_GRACE_S",
     "REAP_EVENT_REASON",
+    "STUCK_FACTOR",
     "ActivityProbe",
     "ReapDecision",
     "decide",
@@ -44,6 +47,9 @@ __all__ = [
 
 #: Seconds a token Secret may exist without its pod before it counts as orphaned.
 ORPHAN_GRACE_S = 120.0
+#: A pod still Pending after this many start timeouts is given up on: every create
+#: that waits has failed (and removed its pod) after one.
+STUCK_FACTOR = 2.0
 #: The ``reason`` of the Event recorded on a pod just before the reaper deletes it.
 REAP_EVENT_REASON = "SessionReaped"
 _EVENT_SOURCE = "gamgui-session-reaper"
@@ -141,7 +147,13 @@ def _probe_all(addresses: list[str], probe: ActivityProbe) -> ActivityProbe:
 
 
 def _pod_reason(
-    pod: Pod, *, now: datetime, idle_timeout: float, max_lifetime: float, probe: ActivityProbe
+    pod: Pod,
+    *,
+    now: datetime,
+    idle_timeout: float,
+    max_lifetime: float,
+    probe: ActivityProbe,
+    stuck_after: float | None,
 ) -> tuple[ReapReason, str, datetime | None] | None:
     finished = _finished_reason(pod)
     if finished is not None:
@@ -153,21 +165,32 @@ def _pod_reason(
             f"outlived its lifetime ({age:.0f}s > {max_lifetime:.0f}s)",
             None,
         )
+    phase = pod.status.phase if pod.status else None
+    if stuck_after is not None and phase in (None, "Pending") and age > stuck_after:
+        return (
+            ReapReason.FAILED,
+            f"never started (Pending for {age:.0f}s > {stuck_after:.0f}s)",
+            None,
+        )
+    return _idle_reason(pod, now=now, idle_timeout=idle_timeout, probe=probe)
+
+
+def _idle_reason(
+    pod: Pod, *, now: datetime, idle_timeout: float, probe: ActivityProbe
+) -> tuple[ReapReason, str, datetime | None] | None:
+    """Idle when its Ready agent says so; an agent that cannot be asked is not idle."""
     address = _agent_address(pod)
-    if address is None:
-        return None
-    last = probe(address)
+    last = probe(address) if address is not None else None
     if last is None:
         return None
     idle = now.timestamp() - last
-    if idle > idle_timeout:
-        since = datetime.fromtimestamp(last, UTC)
-        return (
-            ReapReason.IDLE,
-            f"idle for {idle:.0f}s (> {idle_timeout:.0f}s)",
-            since,
-        )
-    return None
+    if idle <= idle_timeout:
+        return None
+    return (
+        ReapReason.IDLE,
+        f"idle for {idle:.0f}s (> {idle_timeout:.0f}s)",
+        datetime.fromtimestamp(last, UTC),
+    )
 
 
 def decide(
@@ -179,6 +202,7 @@ def decide(
     max_lifetime: float,
     probe: ActivityProbe,
     orphan_grace: float = ORPHAN_GRACE_S,
+    stuck_after: float | None = None,
 ) -> list[ReapDecision]:
     """Return what to remove, pods first, then orphaned Secrets.
 
@@ -190,6 +214,8 @@ def decide(
         max_lifetime: seconds a session may live at most.
         probe: returns an agent's last activity (injectable for tests).
         orphan_grace: seconds before a pod-less Secret counts as orphaned.
+        stuck_after: seconds after which a still-Pending pod is given up on
+            (twice the start timeout; None: never).
     """
     decisions: list[ReapDecision] = []
     with_pod: set[str] = set()
@@ -225,7 +251,12 @@ def decide(
                 )
             continue
         reason = _pod_reason(
-            pod, now=now, idle_timeout=idle_timeout, max_lifetime=max_lifetime, probe=probe
+            pod,
+            now=now,
+            idle_timeout=idle_timeout,
+            max_lifetime=max_lifetime,
+            probe=probe,
+            stuck_after=stuck_after,
         )
         if reason is not None:
             code, text, since = reason
