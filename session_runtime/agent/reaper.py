@@ -7,8 +7,10 @@ descendants (``PR_SET_CHILD_SUBREAPER``), so both backends behave alike:
 
 - A process a command left behind (a daemon GAM spawned, a child of a batch
   whose parent died) becomes the agent's child. :class:`OrphanReaper` sweeps the
-  agent's children every :data:`SWEEP_INTERVAL_S` seconds. It reaps a zombie that
-  was already a zombie on the previous sweep and that nobody claimed.
+  agent's children :data:`SWEEP_INTERVAL_S` seconds after a child exits
+  (``SIGCHLD``), and again while a zombie awaits its second look; an agent whose
+  children all behave never scans. It reaps a zombie that was already a zombie
+  on the previous sweep and that nobody claimed.
   asyncio's child watcher reaps the agent's own children within milliseconds, so
   a zombie still there a sweep later is one nobody else will reap. Waiting for
   that second sighting keeps the sweep from taking an exit status asyncio is
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,7 +46,8 @@ __all__ = [
 
 #: From <linux/prctl.h>.
 PR_SET_CHILD_SUBREAPER = 36
-#: Seconds between sweeps: an orphan stays a zombie at most about twice this long.
+#: Seconds from a child's exit to a sweep, and between the two looks at a zombie:
+#: an orphan stays a zombie about twice this long.
 SWEEP_INTERVAL_S = 2.0
 
 _claimed: set[int] = set()
@@ -118,9 +122,18 @@ class OrphanReaper:
         return reaped
 
     async def run(self) -> None:
-        """Sweep (in a worker thread: it reads all of ``/proc``) until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval)
-            reaped = await asyncio.to_thread(self.sweep)
-            if reaped:
-                log_event("orphans_reaped", count=len(reaped), pids=reaped)
+        """Sweep after children exit (in a worker thread: it reads ``/proc``) until cancelled."""
+        loop = asyncio.get_running_loop()
+        exited = asyncio.Event()
+        loop.add_signal_handler(signal.SIGCHLD, exited.set)
+        try:
+            while True:
+                if not self._seen:  # no zombie waits for its second look
+                    await exited.wait()
+                exited.clear()
+                await asyncio.sleep(self.interval)
+                reaped = await asyncio.to_thread(self.sweep)
+                if reaped:
+                    log_event("orphans_reaped", count=len(reaped), pids=reaped)
+        finally:
+            loop.remove_signal_handler(signal.SIGCHLD)

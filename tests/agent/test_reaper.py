@@ -84,6 +84,54 @@ def test_an_adopted_orphan_is_reaped_on_its_second_sighting_and_a_claimed_one_ne
     assert seen["claimed_status"] == 3  # its exit status was still there for its claimant
 
 
+_QUIET_SCENARIO = textwrap.dedent(
+    """
+    import asyncio, json, os
+    from session_runtime.agent import reaper
+
+    sweeps = []
+
+    class Counting(reaper.OrphanReaper):
+        def sweep(self):
+            sweeps.append(1)
+            return super().sweep()
+
+    async def main():
+        task = asyncio.create_task(Counting(interval=0.05).run())
+        await asyncio.sleep(0.5)
+        quiet = len(sweeps)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(sweeps) < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        after_exit = len(sweeps)
+        task.cancel()
+        print(json.dumps({"quiet": quiet, "after_exit": after_exit}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_an_agent_whose_children_behave_never_scans_and_a_child_exit_wakes_the_sweep() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _QUIET_SCENARIO],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    *logged, last = done.stdout.splitlines()
+    seen = json.loads(last)
+    assert seen["quiet"] == 0
+    assert seen["after_exit"] >= 2  # the first look, then the second for the zombie it saw
+    assert [json.loads(line)["event"] for line in logged] == ["orphans_reaped"]
+
+
 def test_a_process_a_command_leaves_behind_is_adopted_and_reaped_by_the_agent(
     tmp_path: Path, fake_gam: str
 ) -> None:
