@@ -35,17 +35,18 @@ _SCENARIO = textwrap.dedent(
 
     assert reaper.become_subreaper()
     # A grandchild whose parent exits at once: it is adopted by this process.
-    r, w = os.pipe()
+    told_r, told_w = os.pipe()  # the pid, middle -> us
+    go_r, go_w = os.pipe()  # the orphan's cue to exit, us -> orphan
     middle = os.fork()
     if middle == 0:
         orphan = os.fork()
         if orphan == 0:
-            os.read(r, 1)  # lives until told to exit
+            os.read(go_r, 1)  # lives until told to exit
             os._exit(0)
-        os.write(w, b"%d" % orphan)
+        os.write(told_w, b"%d" % orphan)
         os._exit(0)
     os.waitpid(middle, 0)
-    orphan = int(os.read(r, 32))
+    orphan = int(os.read(told_r, 32))
     wait_for(lambda: orphan in reaper.children())
     adopted = orphan in reaper.children()
     # A claimed zombie of our own, which its claimant will wait for.
@@ -53,7 +54,7 @@ _SCENARIO = textwrap.dedent(
     if claimed == 0:
         os._exit(3)
     reaper.claim(claimed)
-    os.write(w, b"x")
+    os.write(go_w, b"x")
     wait_for(lambda: reaper.is_zombie(orphan) and reaper.is_zombie(claimed))
     sweeper = reaper.OrphanReaper()
     first, second = sweeper.sweep(), sweeper.sweep()
