@@ -151,8 +151,14 @@ def test_a_process_a_command_leaves_behind_is_adopted_and_reaped_by_the_agent(
             assert parent == agent_process.pid, "the orphan went past the agent"
             assert time.monotonic() < deadline, "the orphan was never reaped"
             time.sleep(0.05)
-        reaped = [e for e in agent.events("orphans_reaped") if orphan in e["pids"]]
-        assert len(reaped) == 1
+
+        def reaped() -> list[dict[str, object]]:  # logged just after the waitpid
+            return [e for e in agent.events("orphans_reaped") if orphan in e["pids"]]  # type: ignore[operator]
+
+        while not reaped():
+            assert time.monotonic() < deadline, "the reap was never logged"
+            time.sleep(0.05)
+        assert len(reaped()) == 1
 
 
 def test_a_running_process_and_a_missing_one_are_not_zombies() -> None:
