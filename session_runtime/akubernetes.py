@@ -40,12 +40,12 @@ from session_runtime.backends.kubernetes.api import (
 )
 from session_runtime.backends.kubernetes.backend import TEMPLATE_CACHE_S, TERMINATION_SLACK_S
 from session_runtime.backends.kubernetes.reap import (
-    STUCK_FACTOR,
     ActivityProbe,
     ReapDecision,
     decide,
     http_activity_probe,
     reap_event,
+    stuck_after,
 )
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
@@ -487,7 +487,7 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
             probe=self.activity_probe,
-            stuck_after=STUCK_FACTOR * self.settings.start_timeout,
+            stuck_after=stuck_after(self.settings.start_timeout),
         )
         reaped = []
         for decision in decisions:

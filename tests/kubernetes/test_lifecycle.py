@@ -9,6 +9,7 @@ import pytest
 
 from session_runtime import naming, spec
 from session_runtime.backends.kubernetes import KubernetesBackend
+from session_runtime.backends.kubernetes.reap import STUCK_FLOOR_S, stuck_after
 from session_runtime.errors import BackendError
 from session_runtime.models import ReapReason, SessionStatus
 from session_runtime.settings import WebSocketSettings
@@ -164,14 +165,7 @@ def crowded(emulator: KubeEmulator, activity: Activity) -> KubeEmulator:
     _put_session(emulator, "idle", created=young, ip="10.1.0.2")
     activity.by_address[f"10.1.0.2:{naming.AGENT_PORT}"] = now - IDLE - 100
     _put_session(emulator, "mute", created=young, ip="10.1.0.3")  # agent does not answer
-    # Pending for less than twice the start timeout (5 s here): still expected to start.
-    _put_session(
-        emulator,
-        "starting",
-        created=CREATED_AT - timedelta(seconds=3),
-        phase="Pending",
-        ready=False,
-    )
+    _put_session(emulator, "starting", created=young, phase="Pending", ready=False)
     _put_session(emulator, "done", created=young, phase="Succeeded", ready=False)
     _put_session(emulator, "crashed", created=young, phase="Failed", ready=False)
     old = CREATED_AT - timedelta(seconds=LIFETIME + 60)
@@ -216,11 +210,11 @@ def test_reap_chooses_exactly_finished_expired_idle_sessions(
 def test_a_pod_pending_long_after_any_create_gave_up_is_reaped_as_failed(
     backend: KubernetesBackend, crowded: KubeEmulator, settings: WebSocketSettings
 ) -> None:
-    stuck_after = 2 * settings.start_timeout
+    after = stuck_after(settings.start_timeout)
     _put_session(
         crowded,
         "stuck",
-        created=CREATED_AT - timedelta(seconds=stuck_after + 1),
+        created=CREATED_AT - timedelta(seconds=after + 1),
         phase="Pending",
         ready=False,
     )
@@ -228,7 +222,7 @@ def test_a_pod_pending_long_after_any_create_gave_up_is_reaped_as_failed(
         idle_timeout=IDLE, max_lifetime=LIFETIME, now=CREATED_AT
     )}  # fmt: skip
     assert reaped["stuck"].reason_code is ReapReason.FAILED
-    assert reaped["stuck"].reason == f"never started (Pending for 11s > {stuck_after:.0f}s)"
+    assert reaped["stuck"].reason == f"never started (Pending for {after + 1:.0f}s > {after:.0f}s)"
     assert "starting" not in reaped  # Pending, but younger than that
     left = {
         p["metadata"]["labels"][naming.LABEL_SESSION_ID] for p in crowded.list("pods", NAMESPACE)
@@ -288,3 +282,8 @@ def test_an_id_closed_a_moment_ago_can_be_created_again_once_its_pod_is_gone(
     pod = emulator.get("pods", NAMESPACE, naming.session_pod_name("again"))
     assert pod is not None and pod["metadata"]["uid"] != old_uid
     assert "deletionTimestamp" not in pod["metadata"]
+
+
+def test_pending_is_given_up_on_after_twice_the_start_timeout_never_before_the_floor() -> None:
+    assert stuck_after(5) == STUCK_FLOOR_S  # a short reaper timeout cannot undercut a server
+    assert stuck_after(STUCK_FLOOR_S) == 2 * STUCK_FLOOR_S

@@ -42,12 +42,12 @@ from session_runtime.backends.kubernetes.api import (
 )
 from session_runtime.backends.kubernetes.diagnostics import cluster_diagnostics
 from session_runtime.backends.kubernetes.reap import (
-    STUCK_FACTOR,
     ActivityProbe,
     ReapDecision,
     decide,
     http_activity_probe,
     reap_event,
+    stuck_after,
 )
 from session_runtime.backends.kubernetes.tokens import derive_token
 from session_runtime.backends.kubernetes.watch import PodWatcher
@@ -405,7 +405,7 @@ class KubernetesBackend(SessionBackend):
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
             probe=self.activity_probe,
-            stuck_after=STUCK_FACTOR * self.settings.start_timeout,
+            stuck_after=stuck_after(self.settings.start_timeout),
         )
         reaped = []
         for decision in decisions:

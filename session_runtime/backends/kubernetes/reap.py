@@ -38,11 +38,13 @@ __all__ = [
     "ORPHAN_GRACE_S",
     "REAP_EVENT_REASON",
     "STUCK_FACTOR",
+    "STUCK_FLOOR_S",
     "ActivityProbe",
     "ReapDecision",
     "decide",
     "http_activity_probe",
     "reap_event",
+    "stuck_after",
 ]
 
 #: Seconds a token Secret may exist without its pod before it counts as orphaned.
@@ -50,6 +52,16 @@ ORPHAN_GRACE_S = 120.0
 #: A pod still Pending after this many start timeouts is given up on: every create
 #: that waits has failed (and removed its pod) after one.
 STUCK_FACTOR = 2.0
+#: ... and never sooner than this: the reaper's start timeout may be shorter than the
+#: one a server waits with (each reads its own WEBSOCKET_START_TIMEOUT).
+STUCK_FLOOR_S = 1800.0
+
+
+def stuck_after(start_timeout: float) -> float:
+    """Seconds after which a still-Pending session pod is reaped as never started."""
+    return max(STUCK_FACTOR * start_timeout, STUCK_FLOOR_S)
+
+
 #: The ``reason`` of the Event recorded on a pod just before the reaper deletes it.
 REAP_EVENT_REASON = "SessionReaped"
 _EVENT_SOURCE = "gamgui-session-reaper"
@@ -215,7 +227,7 @@ def decide(
         probe: returns an agent's last activity (injectable for tests).
         orphan_grace: seconds before a pod-less Secret counts as orphaned.
         stuck_after: seconds after which a still-Pending pod is given up on
-            (twice the start timeout; None: never).
+            (:func:`stuck_after` of the start timeout; None: never).
     """
     decisions: list[ReapDecision] = []
     with_pod: set[str] = set()
