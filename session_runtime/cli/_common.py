@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, TextIO
 
 from session_runtime.errors import InvalidSessionIdError, SessionError
-from session_runtime.ids import validate_session_id
+from session_runtime.ids import DEFAULT_SESSION_ID, validate_session_id
 from session_runtime.manager import SessionManager
 from session_runtime.models import ProgressEvent
 
@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_USAGE",
     "Handler",
     "ProgressPrinter",
+    "add_default_session_id",
     "add_json_flag",
     "command_exit_status",
     "emit_json",
@@ -57,6 +58,21 @@ def session_id_arg(value: str) -> str:
         return validate_session_id(value)
     except InvalidSessionIdError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_default_session_id(parser: argparse.ArgumentParser) -> None:
+    """Add ``--id`` for a command that acts on the default session unless told otherwise.
+
+    Args:
+        parser: the command's parser.
+    """
+    parser.add_argument(
+        "--id",
+        dest="session_id",
+        type=session_id_arg,
+        default=DEFAULT_SESSION_ID,
+        help=f"the session id (default: {DEFAULT_SESSION_ID})",
+    )
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -7,12 +7,11 @@ import argparse
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    add_default_session_id,
     add_json_flag,
     emit_json,
     make_manager,
-    session_id_arg,
 )
-from session_runtime.ids import DEFAULT_SESSION_ID
 from session_runtime.smoke import CheckReport, check_proxy, check_session
 
 __all__ = ["format_report", "register"]
@@ -28,13 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "test-session",
         help="check a session: ready, handshake through the proxy, a command exits 0",
     )
-    session.add_argument(
-        "--id",
-        dest="session_id",
-        type=session_id_arg,
-        default=DEFAULT_SESSION_ID,
-        help=f"the session id (default: {DEFAULT_SESSION_ID})",
-    )
+    add_default_session_id(session)
     session.add_argument(
         "--command", default="version", help="the GAM command to run (default: version)"
     )

@@ -15,10 +15,10 @@ from pathlib import Path
 from session_runtime.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    add_default_session_id,
     add_json_flag,
     emit_json,
     make_manager,
-    session_id_arg,
 )
 from session_runtime.console import (
     CONSOLE_PATH,
@@ -27,7 +27,6 @@ from session_runtime.console import (
     missing_vendor_files,
 )
 from session_runtime.errors import BackendUnavailableError
-from session_runtime.ids import DEFAULT_SESSION_ID
 
 __all__ = ["register"]
 
@@ -45,13 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "session id and token ride in the URL fragment, which browsers never send to a "
         "server; treat the URL like the token.",
     )
-    console.add_argument(
-        "--id",
-        dest="session_id",
-        type=session_id_arg,
-        default=DEFAULT_SESSION_ID,
-        help=f"the session id (default: {DEFAULT_SESSION_ID})",
-    )
+    add_default_session_id(console)
     console.add_argument(
         "--open", action="store_true", help="open the URL in a web browser instead of printing it"
     )

@@ -22,6 +22,21 @@ from session_runtime.client import SessionConnection
 from tests.agent.conftest import TOKEN
 from tests.support.agents import running_agent
 
+
+def _in_a_child_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a Python of its own (its zombies are its own), which must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 _SCENARIO = textwrap.dedent(
     """
     import json, os, time
@@ -68,15 +83,7 @@ _SCENARIO = textwrap.dedent(
 
 
 def test_an_adopted_orphan_is_reaped_on_its_second_sighting_and_a_claimed_one_never() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _SCENARIO],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_child_python(_SCENARIO)
     seen = json.loads(done.stdout)
     assert seen["adopted"], "the orphan was not re-parented to the subreaper"
     assert seen["first"] == [], "a zombie seen once may be asyncio's to reap"
@@ -117,15 +124,7 @@ _QUIET_SCENARIO = textwrap.dedent(
 
 
 def test_an_agent_whose_children_behave_never_scans_and_a_child_exit_wakes_the_sweep() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _QUIET_SCENARIO],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_child_python(_QUIET_SCENARIO)
     *logged, last = done.stdout.splitlines()
     seen = json.loads(last)
     assert seen["quiet"] == 0

@@ -5,7 +5,6 @@ Prints the agent's peak RSS (not asserted on time; memory is asserted bounded).
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -14,36 +13,11 @@ import psutil
 from session_runtime.client import SessionConnection
 from tests.agent.conftest import TOKEN
 from tests.support.agents import running_agent
+from tests.support.memory import PeakRss
 
 TOTAL_BYTES = 200 * 1024 * 1024
 #: Far below what buffering 200 MB would take; the agent idles around 40 MB.
 RSS_BOUND_BYTES = 160 * 1024 * 1024
-
-
-class _PeakRss:
-    """Samples a process's RSS in a thread until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self._process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_200_mb_streams_through_with_bounded_agent_memory(tmp_path: Path, fake_gam: str) -> None:
@@ -51,7 +25,7 @@ def test_200_mb_streams_through_with_bounded_agent_memory(tmp_path: Path, fake_g
         baseline = psutil.Process(agent.process.pid).memory_info().rss
         received = 0
         chunks = 0
-        with _PeakRss(agent.process.pid) as rss, SessionConnection.open(agent.url, TOKEN) as conn:
+        with PeakRss(agent.process.pid) as rss, SessionConnection.open(agent.url, TOKEN) as conn:
             started = time.monotonic()
             stream = conn.stream(["spam", str(TOTAL_BYTES)], timeout=600)
             first = next(stream)

@@ -11,11 +11,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from session_runtime.cli.jsonlines import (
@@ -26,6 +23,7 @@ from session_runtime.cli.jsonlines import (
 )
 from session_runtime.models import BackendSession
 from tests.runtime.conftest import MakeSession, StackHandle
+from tests.support.memory import PeakRss
 
 _CLI_TIMEOUT_S = 300
 BIG_BYTES = 50 * 1024 * 1024  # 52428800
@@ -224,32 +222,6 @@ def test_json_and_json_lines_together_are_a_usage_error_with_nothing_on_stdout(
     assert proc.stdout == ""
 
 
-class _PeakRss:
-    """Samples a process's RSS in a thread until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self._process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_50_mb_of_output_streams_line_by_line_with_bounded_cli_memory(
     cli_env: dict[str, str], tmp_path: Path, make_fake_session: MakeSession
 ) -> None:
@@ -274,7 +246,7 @@ def test_50_mb_of_output_streams_line_by_line_with_bounded_cli_memory(
     received = 0
     kinds: dict[str, int] = {}
     last_seq = 0
-    with _PeakRss(proc.pid) as rss:
+    with PeakRss(proc.pid) as rss:
         for raw in proc.stdout:  # as a Node readline would: one line at a time
             event = json.loads(raw)
             kinds[event["type"]] = kinds.get(event["type"], 0) + 1

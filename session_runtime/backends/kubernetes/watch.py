@@ -83,6 +83,15 @@ class PodWatcher:
         self.retry = retry
         self.trust_env = trust_env
 
+    def _new_client(self) -> AsyncClient:
+        """A client for one wait: each sync wait runs in an event loop of its own."""
+        return AsyncClient(
+            self.config,
+            namespace=self.namespace,
+            timeout=httpx2.Timeout(self.retry.request_timeout),
+            trust_env=self.trust_env,
+        )
+
     def wait_ready(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
     ) -> Pod:
@@ -126,12 +135,7 @@ class PodWatcher:
     async def _wait(
         self, session_id: str, pod_name: str, timeout: float, progress: ProgressCallback | None
     ) -> Pod:
-        client = AsyncClient(
-            self.config,
-            namespace=self.namespace,
-            timeout=httpx2.Timeout(self.retry.request_timeout),
-            trust_env=self.trust_env,
-        )
+        client = self._new_client()
         try:
             return await self._follow(client, session_id, pod_name, timeout, progress)
         finally:
@@ -205,12 +209,7 @@ class PodWatcher:
     async def _wait_deleted(
         self, session_id: str, pod_name: str, resource_version: str | None, timeout: float
     ) -> None:
-        client = AsyncClient(
-            self.config,
-            namespace=self.namespace,
-            timeout=httpx2.Timeout(self.retry.request_timeout),
-            trust_env=self.trust_env,
-        )
+        client = self._new_client()
         try:
             await self._until_deleted(client, session_id, pod_name, resource_version, timeout)
         finally:
