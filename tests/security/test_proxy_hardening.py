@@ -28,7 +28,7 @@ from session_runtime.nginx import (
     NON_ASCII_PATH,
 )
 from tests.security.conftest import SecureStack, SessionMaker, require_stack_tools
-from tests.support.local_stack import LogCursor, raw_request
+from tests.support.local_stack import LogCursor, raw_request, read_head
 
 _LIMIT = 4
 _BEYOND = 200
@@ -82,33 +82,14 @@ def test_a_session_request_with_a_body_gets_400_from_nginx(
 ) -> None:
     session = make_session()
     cursor = LogCursor(secure_stack.stack)
-    head = (
-        f"GET {naming.session_path(session.session_id)} HTTP/1.1\r\nHost: localhost\r\n"
-        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Protocol: {naming.SUBPROTOCOL}\r\n"
-        f"Authorization: Bearer {session.token.get_secret_value()}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        + "\r\n"
+    reply = raw_request(
+        secure_stack.proxy_port,
+        naming.session_path(session.session_id),
+        extra_headers={"Authorization": f"Bearer {session.token.get_secret_value()}", **headers},
+        body=body,
     )
-    with socket.create_connection(("127.0.0.1", secure_stack.proxy_port), timeout=10) as sock:
-        sock.sendall(head.encode("ascii") + body)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        status_line, _, rest = data.partition(b"\r\n")
-        length = int(rest.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        reply_body = data.partition(b"\r\n\r\n")[2]
-        while len(reply_body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply_body += chunk
-    assert status_line.split()[1] == b"400"
-    assert json.loads(reply_body[:length])["code"] == CODE_BAD_REQUEST
+    assert reply.status == 400
+    assert json.loads(reply.body)["code"] == CODE_BAD_REQUEST
     (entry,) = cursor.access_entries()
     assert entry["upstream"] == ""
 
@@ -187,13 +168,7 @@ def _handshake(port: int, session: BackendSession, source: str) -> tuple[socket.
             f"Authorization: Bearer {session.token.get_secret_value()}\r\n\r\n"
         ).encode("ascii")
     )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return sock, data
+    return sock, read_head(sock)
 
 
 def _status(reply: bytes) -> int:

@@ -154,6 +154,17 @@ class HttpReply:
         return json.loads(self.body)
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Read until the end of a reply's head (or EOF); what came after it is included."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def raw_request(
     port: int,
     target: str,
@@ -162,6 +173,7 @@ def raw_request(
     websocket: bool = True,
     method: str = "GET",
     extra_headers: dict[str, str] | None = None,
+    body: bytes = b"",
 ) -> HttpReply:
     """Send one request to the proxy exactly as written (no client-side normalisation).
 
@@ -172,6 +184,7 @@ def raw_request(
         websocket: add the WebSocket upgrade headers.
         method: the HTTP method.
         extra_headers: more headers.
+        body: bytes sent after the head as they are (framing headers are the caller's).
     """
     headers = {"Host": host, "Connection": "close"}
     if websocket:
@@ -187,14 +200,8 @@ def raw_request(
     headers.update(extra_headers or {})
     head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head.encode("latin-1") + b"\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        header_blob, _, body = data.partition(b"\r\n\r\n")
+        sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        header_blob, _, body = read_head(sock).partition(b"\r\n\r\n")
         lines = header_blob.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         parsed = {
