@@ -21,14 +21,11 @@ from pydantic import SecretStr
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
-from session_runtime.backends.local.dns import find_dnsmasq
-from session_runtime.backends.local.proxy import find_nginx
 from session_runtime.console import console_dir_for, console_url, missing_vendor_files
-from session_runtime.errors import BackendUnavailableError
 from session_runtime.ids import DEFAULT_SESSION_ID, generate_session_id
 from session_runtime.models import CreateRequest
 from tests.support.fake_gam import fake_gam_bin
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import missing_stack_tools, running_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Playwright
@@ -50,12 +47,7 @@ def _missing() -> list[str]:
     missing = [] if Path(CHROMIUM).is_file() else ["chromium"]
     if importlib.util.find_spec("playwright") is None:
         missing.append("playwright (the dev extra)")
-    for name, find in (("nginx", find_nginx), ("dnsmasq", find_dnsmasq)):
-        try:
-            find()
-        except BackendUnavailableError:
-            missing.append(name)
-    return missing
+    return missing + missing_stack_tools()
 
 
 @pytest.fixture(scope="session", autouse=True)

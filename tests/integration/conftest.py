@@ -10,25 +10,11 @@ from pydantic import SecretStr
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
-from session_runtime.backends.local.dns import find_dnsmasq
-from session_runtime.backends.local.proxy import find_nginx
-from session_runtime.errors import BackendUnavailableError
 from session_runtime.ids import DEFAULT_SESSION_ID, generate_session_id
 from session_runtime.models import BackendSession, CreateRequest
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import missing_stack_tools, running_stack
 
-
-def _missing_tools() -> list[str]:
-    missing = []
-    for name, find in (("nginx", find_nginx), ("dnsmasq", find_dnsmasq)):
-        try:
-            find()
-        except BackendUnavailableError:
-            missing.append(name)
-    return missing
-
-
-_MISSING = _missing_tools()
+_MISSING = missing_stack_tools()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

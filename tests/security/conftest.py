@@ -16,24 +16,19 @@ from pydantic import SecretStr
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack
-from session_runtime.backends.local.dns import find_dnsmasq
-from session_runtime.backends.local.proxy import find_nginx
-from session_runtime.errors import BackendUnavailableError
 from session_runtime.ids import generate_session_id
 from session_runtime.models import BackendSession, CreateRequest
 from tests.security.helpers import recording_gam_bin
-from tests.support.local_stack import running_stack
+from tests.support.local_stack import missing_stack_tools, running_stack
 
 __all__ = ["SecureStack", "SessionMaker", "create_ready", "require_stack_tools"]
 
 
 def require_stack_tools() -> None:
     """Skip the calling test when nginx or dnsmasq is not installed."""
-    for name, find in (("nginx", find_nginx), ("dnsmasq", find_dnsmasq)):
-        try:
-            find()
-        except BackendUnavailableError:
-            pytest.skip(f"needs {name} (scripts/bootstrap.sh installs it)")
+    missing = missing_stack_tools()
+    if missing:
+        pytest.skip(f"needs {missing[0]} (scripts/bootstrap.sh installs it)")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from session_runtime import naming
 from session_runtime.backends.local import LocalBackend, LocalStack, proxy
+from session_runtime.backends.local.dns import find_dnsmasq
 from session_runtime.backends.local.processes import (
     is_alive,
     port_is_free,
@@ -26,6 +27,7 @@ from session_runtime.backends.local.processes import (
     wait_for_port,
 )
 from session_runtime.backends.local.state import ProcessRecord
+from session_runtime.errors import BackendUnavailableError
 from tests.support.concurrent_creates import create_concurrently
 
 __all__ = [
@@ -152,6 +154,17 @@ class HttpReply:
 
     def json(self) -> object:
         return json.loads(self.body)
+
+
+def missing_stack_tools() -> list[str]:
+    """The local stack's programs (nginx, dnsmasq) that are not installed."""
+    missing = []
+    for name, find in (("nginx", proxy.find_nginx), ("dnsmasq", find_dnsmasq)):
+        try:
+            find()
+        except BackendUnavailableError:
+            missing.append(name)
+    return missing
 
 
 def read_head(sock: socket.socket) -> bytes:
