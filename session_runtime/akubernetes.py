@@ -498,15 +498,7 @@ class AsyncKubernetesBackend(AsyncSessionBackend):
                     removed = await self.api.delete(Pod, decision.name)
                 else:
                     removed = await self.delete(decision.session_id)
-            reaped.append(
-                ReapedSession(
-                    session_id=decision.session_id,
-                    reason=decision.reason,
-                    reason_code=decision.code,
-                    removed=removed,
-                    idle_since=decision.idle_since,
-                )
-            )
+            reaped.append(decision.report(removed=removed))
         return reaped
 
     async def _record_reap(self, decision: ReapDecision, now: datetime) -> None:

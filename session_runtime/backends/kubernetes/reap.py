@@ -32,7 +32,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret
 
 from session_runtime import naming
 from session_runtime.backends.kubernetes import pods
-from session_runtime.models import ReapReason
+from session_runtime.models import ReapedSession, ReapReason
 
 __all__ = [
     "ORPHAN_GRACE_S",
@@ -86,6 +86,16 @@ class ReapDecision:
     reason: str
     code: ReapReason
     idle_since: datetime | None = None
+
+    def report(self, *, removed: bool) -> ReapedSession:
+        """What the reap returns for this decision."""
+        return ReapedSession(
+            session_id=self.session_id,
+            reason=self.reason,
+            reason_code=self.code,
+            removed=removed,
+            idle_since=self.idle_since,
+        )
 
 
 def http_activity_probe(address: str, timeout: float = 3.0) -> float | None:
